@@ -1,0 +1,95 @@
+"""MQTT topic names of DESIGN.md section 4 and the per-unit ACL over them.
+
+Every topic in the project is built or parsed here; nowhere else writes one.
+"""
+
+from dataclasses import dataclass
+from enum import Enum
+
+from protocol.errors import ProtocolError
+from protocol.ids import is_device_id
+
+ROOT = "fleet"
+
+
+class Kind(str, Enum):
+    STATE = "state"
+    HEARTBEAT = "heartbeat"
+    METRICS = "metrics"
+    LOGS = "logs"
+    CMD = "cmd"
+    CMD_RESULT = "cmd/result"
+    CONFIG_DESIRED = "config/desired"
+    CONFIG_REPORTED = "config/reported"
+    RELAY_DOWN = "relay/down"
+    RELAY_UP = "relay/up"
+
+
+# What a unit publishes, and what it may subscribe to / receive.
+UNIT_PUBLISHES = frozenset(
+    {Kind.STATE, Kind.HEARTBEAT, Kind.METRICS, Kind.LOGS, Kind.CMD_RESULT, Kind.CONFIG_REPORTED, Kind.RELAY_UP}
+)
+UNIT_RECEIVES = frozenset({Kind.CMD, Kind.CONFIG_DESIRED, Kind.RELAY_DOWN})
+_BY_SUFFIX = {k.value: k for k in Kind}
+
+
+@dataclass(frozen=True)
+class Topic:
+    device_id: str
+    kind: Kind
+
+    def __str__(self) -> str:
+        return f"{ROOT}/{self.device_id}/{self.kind.value}"
+
+
+def topic(device_id: str, kind: Kind) -> str:
+    if not is_device_id(device_id):
+        raise ProtocolError(f"invalid device id {device_id!r} in topic")
+    return str(Topic(device_id, kind))
+
+
+def parse(name: str) -> Topic:
+    """Split `fleet/{id}/{kind}`; raise ProtocolError for anything else."""
+    parts = name.split("/", 2)
+    if len(parts) != 3 or parts[0] != ROOT:
+        raise ProtocolError(f"not a fleet topic: {name!r}")
+    _, device_id, suffix = parts
+    kind = _BY_SUFFIX.get(suffix)
+    if kind is None or not is_device_id(device_id):
+        raise ProtocolError(f"not a fleet topic: {name!r}")
+    return Topic(device_id, kind)
+
+
+def service_filters(shared_group: str | None = None) -> list[str]:
+    """Subscriptions of the fleet service: everything units publish."""
+    filters = [f"{ROOT}/+/{k.value}" for k in sorted(UNIT_PUBLISHES, key=lambda k: k.value)]
+    if shared_group:
+        return [f"$share/{shared_group}/{f}" for f in filters]
+    return filters
+
+
+def unit_may_publish(device_id: str, name: str) -> bool:
+    try:
+        t = parse(name)
+    except ProtocolError:
+        return False
+    return t.device_id == device_id and t.kind in UNIT_PUBLISHES
+
+
+def unit_may_subscribe(device_id: str, topic_filter: str) -> bool:
+    """Only exact own receive topics: no wildcards, no other unit, no `$` topics."""
+    if "+" in topic_filter or "#" in topic_filter:
+        return False
+    try:
+        t = parse(topic_filter)
+    except ProtocolError:
+        return False
+    return t.device_id == device_id and t.kind in UNIT_RECEIVES
+
+
+def service_may_access(name: str) -> bool:
+    """The service account may publish/subscribe anything under `fleet/` (shared too)."""
+    if name.startswith("$share/"):
+        parts = name.split("/", 2)
+        name = parts[2] if len(parts) == 3 else ""
+    return name == ROOT or name.startswith(ROOT + "/")
