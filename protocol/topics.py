@@ -4,7 +4,7 @@ Every topic in the project is built or parsed here; nowhere else writes one.
 """
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from protocol.errors import ProtocolError
 from protocol.ids import is_device_id
@@ -12,7 +12,7 @@ from protocol.ids import is_device_id
 ROOT = "fleet"
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     STATE = "state"
     HEARTBEAT = "heartbeat"
     METRICS = "metrics"

@@ -70,7 +70,10 @@ class Mosquitto:
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            ""
+            # as root, mosquitto would switch to its own user and lose access to this test's files
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + f"listener {self.port} 127.0.0.1\n"
             "persistence false\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
@@ -90,7 +93,8 @@ class Mosquitto:
             wait_port(self.port)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"mosquitto did not start: {self.log()}") from None
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise RuntimeError(f"mosquitto did not start: {err} {self.log()}") from None
         return self
 
     def reload(self) -> None:

@@ -1,0 +1,88 @@
+"""Route dependencies: the service context, the caller's identity and role checks, time parameters."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlmodel import Session
+
+from fleet_service.context import ServiceContext
+from fleet_service.models import Device
+from fleet_service.security import Identity, role_allows
+
+
+def get_ctx(request: Request) -> ServiceContext:
+    return request.app.state.ctx
+
+
+Ctx = Annotated[ServiceContext, Depends(get_ctx)]
+
+_UNAUTHORIZED = HTTPException(401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def identify(request: Request, ctx: Ctx) -> Identity:
+    """Bearer token (operators), Basic device credentials (units), or the dashboard session cookie."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    identity: Identity | None = None
+    if scheme == "bearer" and value:
+        identity = await asyncio.to_thread(ctx.auth.bearer, value.strip())
+    elif scheme == "basic" and value:
+        try:
+            user, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise _UNAUTHORIZED from None
+        identity = await asyncio.to_thread(ctx.auth.device, user, secret)
+    else:
+        session_auth = getattr(request.app.state, "session_auth", None)
+        if session_auth is not None:
+            identity = await session_auth(request)
+    if identity is None:
+        raise _UNAUTHORIZED
+    request.state.identity = identity
+    return identity
+
+
+def require(role: str) -> Callable:
+    async def check(identity: Annotated[Identity, Depends(identify)]) -> Identity:
+        if identity.role == "unit" or not role_allows(identity.role, role):
+            raise HTTPException(403, f"this action needs the {role} role")
+        return identity
+
+    return check
+
+
+CallerAny = Annotated[Identity, Depends(identify)]
+Viewer = Annotated[Identity, Depends(require("viewer"))]
+Operator = Annotated[Identity, Depends(require("operator"))]
+Admin = Annotated[Identity, Depends(require("admin"))]
+
+
+def load_device(ctx: ServiceContext, device_id: str) -> Device:
+    with Session(ctx.engine) as s:
+        device = s.get(Device, device_id)
+    if device is None:
+        raise HTTPException(404, f"no unit with id {device_id!r}")
+    return device
+
+
+def parse_time(value: str | None, name: str) -> int | None:
+    """Accept integer milliseconds since the epoch or an ISO 8601 time; 422 otherwise."""
+    if value is None or value == "":
+        return None
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(422, f"{name} must be milliseconds since the epoch or an ISO 8601 time") from None
+    if dt.tzinfo is None:
+        raise HTTPException(422, f"{name} needs a time zone (e.g. a trailing Z)")
+    return int(dt.timestamp() * 1000)

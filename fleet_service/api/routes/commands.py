@@ -1,0 +1,104 @@
+"""Commands to units: create (202), list per unit, read, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, func, select
+
+from fleet_service.api.deps import Ctx, Operator, Viewer, load_device
+from fleet_service.commands import CommandError
+from fleet_service.models import Command, CommandEvent, command_public, iso
+from fleet_service.security import Identity
+
+router = APIRouter(tags=["commands"])
+
+
+class CommandRequest(BaseModel):
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    ttl_s: int | None = Field(default=None, ge=1)
+    timeout_s: int | None = Field(default=None, ge=1, le=24 * 3600)
+
+
+class UpdateRequest(BaseModel):
+    ref: str = Field(min_length=1, max_length=200)
+    ttl_s: int | None = Field(default=None, ge=1)
+    timeout_s: int | None = Field(default=None, ge=1, le=24 * 3600)
+
+
+class SimpleRequest(BaseModel):
+    ttl_s: int | None = Field(default=None, ge=1)
+
+
+async def _create(ctx, device_id: str, who: Identity, name: str, args: dict, ttl_s=None, timeout_s=None):
+    load_device(ctx, device_id)
+    try:
+        cmd = await ctx.dispatcher.create(device_id, name, args, ttl_s=ttl_s, timeout_s=timeout_s,
+                                          created_by=who.label)
+    except CommandError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return command_public(cmd)
+
+
+@router.post("/api/devices/{device_id}/commands", status_code=202)
+async def create_command(device_id: str, body: CommandRequest, ctx: Ctx, who: Operator) -> dict[str, Any]:
+    return await _create(ctx, device_id, who, body.name, body.args, body.ttl_s, body.timeout_s)
+
+
+@router.post("/api/devices/{device_id}/restart", status_code=202)
+async def restart(device_id: str, ctx: Ctx, who: Operator, body: SimpleRequest | None = None) -> dict[str, Any]:
+    return await _create(ctx, device_id, who, "restart", {}, body.ttl_s if body else None)
+
+
+@router.post("/api/devices/{device_id}/reboot", status_code=202)
+async def reboot(device_id: str, ctx: Ctx, who: Operator, body: SimpleRequest | None = None) -> dict[str, Any]:
+    return await _create(ctx, device_id, who, "reboot", {}, body.ttl_s if body else None)
+
+
+@router.post("/api/devices/{device_id}/update", status_code=202)
+async def update(device_id: str, body: UpdateRequest, ctx: Ctx, who: Operator) -> dict[str, Any]:
+    return await _create(ctx, device_id, who, "update", {"ref": body.ref}, body.ttl_s, body.timeout_s)
+
+
+@router.get("/api/devices/{device_id}/commands")
+def list_commands(
+    device_id: str,
+    ctx: Ctx,
+    _: Viewer,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    load_device(ctx, device_id)
+    query = select(Command).where(Command.device_id == device_id)
+    if status:
+        query = query.where(Command.status == status)
+    with Session(ctx.engine) as s:
+        total = s.exec(select(func.count()).select_from(query.subquery())).one()
+        rows = s.exec(query.order_by(col(Command.created_at).desc()).offset(offset).limit(limit)).all()
+    return {"items": [command_public(c) for c in rows], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/api/commands/{command_id}")
+def get_command(command_id: str, ctx: Ctx, _: Viewer) -> dict[str, Any]:
+    with Session(ctx.engine) as s:
+        cmd = s.get(Command, command_id)
+        if cmd is None:
+            raise HTTPException(404, f"no command with id {command_id!r}")
+        history = s.exec(select(CommandEvent).where(CommandEvent.command_id == command_id)
+                         .order_by(col(CommandEvent.id))).all()
+    return {**command_public(cmd), "history": [{"status": e.status, "time": iso(e.ts)} for e in history]}
+
+
+@router.post("/api/commands/{command_id}/cancel")
+async def cancel_command(command_id: str, ctx: Ctx, _: Operator) -> dict[str, Any]:
+    try:
+        cmd = await ctx.dispatcher.cancel(command_id)
+    except LookupError:
+        raise HTTPException(404, f"no command with id {command_id!r}") from None
+    except CommandError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return command_public(cmd)

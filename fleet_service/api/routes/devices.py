@@ -1,0 +1,145 @@
+"""Units: enroll, list, read, edit, revoke, rotate their secret, read their status."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import String, cast, func, or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from fleet_service.api.deps import Admin, Ctx, Viewer, load_device
+from fleet_service.enrollment import enroll, revoke, rotate_secret
+from fleet_service.models import Device, device_public, device_status
+from protocol import ProtocolError
+from protocol.ids import check_device_id
+
+router = APIRouter(prefix="/api/devices", tags=["devices"])
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$")
+SORTS = {"id": Device.id, "name": Device.name, "last_seen": Device.last_seen, "status": Device.online,
+         "software_version": Device.software_version}
+
+
+def _check_tags(tags: list[str]) -> list[str]:
+    bad = [t for t in tags if not isinstance(t, str) or not TAG_RE.fullmatch(t)]
+    if bad:
+        raise ValueError(f"invalid tag(s) {bad!r}: letters, digits and _.:=- only, at most 64 characters")
+    if len(tags) > 32:
+        raise ValueError("at most 32 tags per unit")
+    return sorted(set(tags))
+
+
+class Enroll(BaseModel):
+    id: str
+    name: str | None = Field(default=None, max_length=200)
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        try:
+            return check_device_id(v)
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
+
+    _tags = field_validator("tags")(classmethod(lambda cls, v: _check_tags(v)))
+
+
+class DevicePatch(BaseModel):
+    name: str | None = Field(default=None, max_length=200)
+    tags: list[str] | None = None
+
+    _tags = field_validator("tags")(classmethod(lambda cls, v: None if v is None else _check_tags(v)))
+
+
+@router.get("")
+def list_devices(
+    ctx: Ctx,
+    _: Viewer,
+    status: Annotated[str | None, Query(pattern="^(online|offline)$")] = None,
+    tag: str | None = None,
+    q: Annotated[str | None, Query(max_length=100)] = None,
+    sort: Annotated[str, Query(pattern="^-?(id|name|last_seen|status|software_version)$")] = "id",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    query = select(Device)
+    if status:
+        query = query.where(Device.online == (status == "online"))
+    if tag:
+        if not TAG_RE.fullmatch(tag):
+            raise HTTPException(422, "invalid tag")
+        query = query.where(cast(Device.tags, String).like(f'%"{tag}"%'))
+    if q:
+        pattern = "%" + q.replace("\\", "").replace("%", "").replace("_", "\\_").lower() + "%"
+        query = query.where(or_(func.lower(Device.id).like(pattern, escape="\\"),
+                                func.lower(Device.name).like(pattern, escape="\\"),
+                                func.lower(Device.hostname).like(pattern, escape="\\")))
+    column = SORTS[sort.lstrip("-")]
+    order = col(column).desc() if sort.startswith("-") else col(column).asc()
+    with Session(ctx.engine) as s:
+        total = s.exec(select(func.count()).select_from(query.subquery())).one()
+        online = s.exec(select(func.count()).select_from(Device).where(Device.online == True)).one()  # noqa: E712
+        rows = s.exec(query.order_by(order, Device.id).offset(offset).limit(limit)).all()
+        fleet_total = s.exec(select(func.count()).select_from(Device)).one()
+    return {"items": [device_public(d) for d in rows], "total": total, "limit": limit, "offset": offset,
+            "summary": {"units": fleet_total, "online": online, "offline": fleet_total - online}}
+
+
+@router.post("", status_code=201)
+async def create_device(body: Enroll, ctx: Ctx, who: Admin) -> dict[str, Any]:
+    try:
+        device, secret = await asyncio.to_thread(enroll, ctx.engine, body.id, body.name or "", body.tags)
+    except IntegrityError:
+        raise HTTPException(409, f"a unit with id {body.id!r} already exists") from None
+    await ctx.on_credentials_changed(device.id)
+    ctx.bus.publish("device", {"device_id": device.id, "action": "enrolled"}, device.id)
+    return {**device_public(device), "secret": secret}
+
+
+@router.get("/{device_id}")
+def get_device(device_id: str, ctx: Ctx, _: Viewer) -> dict[str, Any]:
+    return device_public(load_device(ctx, device_id))
+
+
+@router.get("/{device_id}/status")
+def get_status(device_id: str, ctx: Ctx, _: Viewer) -> dict[str, Any]:
+    return device_status(load_device(ctx, device_id))
+
+
+@router.patch("/{device_id}")
+def patch_device(device_id: str, body: DevicePatch, ctx: Ctx, _: Admin) -> dict[str, Any]:
+    with Session(ctx.engine, expire_on_commit=False) as s:
+        device = s.get(Device, device_id)
+        if device is None:
+            raise HTTPException(404, f"no unit with id {device_id!r}")
+        if body.name is not None:
+            device.name = body.name
+        if body.tags is not None:
+            device.tags = body.tags
+        s.add(device)
+        s.commit()
+    ctx.bus.publish("device", {"device_id": device_id, "action": "updated"}, device_id)
+    return device_public(device)
+
+
+@router.delete("/{device_id}", status_code=204)
+async def delete_device(device_id: str, ctx: Ctx, _: Admin) -> Response:
+    if not await asyncio.to_thread(revoke, ctx.engine, device_id):
+        raise HTTPException(404, f"no unit with id {device_id!r}")
+    await ctx.on_credentials_changed(device_id, revoked=True)
+    ctx.bus.publish("device", {"device_id": device_id, "action": "revoked"}, device_id)
+    return Response(status_code=204)
+
+
+@router.post("/{device_id}/rotate-secret")
+async def rotate(device_id: str, ctx: Ctx, _: Admin) -> dict[str, Any]:
+    secret = await asyncio.to_thread(rotate_secret, ctx.engine, device_id)
+    if secret is None:
+        raise HTTPException(404, f"no unit with id {device_id!r}")
+    await ctx.on_credentials_changed(device_id, revoked=True)
+    return {"id": device_id, "secret": secret}

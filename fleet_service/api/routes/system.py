@@ -1,0 +1,42 @@
+"""Health, Prometheus metrics, and who-am-I."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from fleet_service.api.deps import CallerAny, Ctx, Viewer
+
+router = APIRouter(tags=["system"])
+
+
+def _db_ok(ctx) -> bool:
+    try:
+        with ctx.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+@router.get("/health")
+async def health(ctx: Ctx) -> JSONResponse:
+    db = await asyncio.to_thread(_db_ok, ctx)
+    broker = ctx.link.connected.is_set()
+    body = {"status": "ok" if db and broker else "degraded", "service": "fleet",
+            "broker": "connected" if broker else "disconnected", "database": "ok" if db else "unavailable"}
+    return JSONResponse(body, status_code=200 if db and broker else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def prometheus(ctx: Ctx, _: Viewer) -> PlainTextResponse:
+    return PlainTextResponse(ctx.registry.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/api/me")
+def me(who: CallerAny) -> dict[str, Any]:
+    return {"kind": who.kind, "name": who.name, "role": who.role}

@@ -1,0 +1,103 @@
+"""Stored logs and metric series of a unit."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy import func, or_
+from sqlmodel import Session, and_, col, select
+
+from fleet_service.api.deps import Ctx, Viewer, load_device, parse_time
+from fleet_service.models import LEVEL_NUMBERS, LogRecord, MetricSample, iso, log_public
+from protocol.ids import now_ms
+
+router = APIRouter(prefix="/api/devices", tags=["telemetry"])
+SERIES = ("cpu_percent", "mem_percent", "mem_used_bytes", "disk_percent", "disk_free_bytes", "load1", "temp_c",
+          "net_rx_bytes", "net_tx_bytes")
+
+
+@router.get("/{device_id}/logs")
+def get_logs(
+    device_id: str,
+    ctx: Ctx,
+    _: Viewer,
+    since: str | None = None,
+    until: str | None = None,
+    level: Annotated[str | None, Query(description="minimum level")] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    source: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    load_device(ctx, device_id)
+    query = select(LogRecord).where(LogRecord.device_id == device_id)
+    if (t := parse_time(since, "since")) is not None:
+        query = query.where(LogRecord.ts >= t)
+    if (t := parse_time(until, "until")) is not None:
+        query = query.where(LogRecord.ts <= t)
+    if level:
+        if level.lower() not in LEVEL_NUMBERS:
+            raise HTTPException(422, f"level must be one of {', '.join(LEVEL_NUMBERS)}")
+        query = query.where(LogRecord.level_no >= LEVEL_NUMBERS[level.lower()])
+    if source:
+        query = query.where(LogRecord.source == source)
+    if q:
+        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(func.lower(LogRecord.msg).like(pattern, escape="\\"))
+    if cursor:
+        try:
+            ts_s, id_s = cursor.split(":")
+            c_ts, c_id = int(ts_s), int(id_s)
+        except ValueError:
+            raise HTTPException(422, "cursor must be the next_cursor value of a previous page") from None
+        query = query.where(or_(LogRecord.ts < c_ts, and_(LogRecord.ts == c_ts, col(LogRecord.id) < c_id)))
+    query = query.order_by(col(LogRecord.ts).desc(), col(LogRecord.id).desc()).limit(limit + 1)
+    with Session(ctx.engine) as s:
+        rows = s.exec(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [log_public(r) for r in rows],
+            "next_cursor": f"{rows[-1].ts}:{rows[-1].id}" if more and rows else None}
+
+
+@router.get("/{device_id}/metrics")
+def get_metrics(
+    device_id: str,
+    ctx: Ctx,
+    _: Viewer,
+    since: str | None = None,
+    until: str | None = None,
+    step: Annotated[int | None, Query(ge=1, le=86400, description="bucket size in seconds")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> dict[str, Any]:
+    load_device(ctx, device_id)
+    end = parse_time(until, "until") or now_ms()
+    start = parse_time(since, "since")
+    if start is None:
+        start = end - 3600_000
+    if start > end:
+        raise HTTPException(422, "since must not be after until")
+    where = (MetricSample.device_id == device_id, MetricSample.ts >= start, MetricSample.ts <= end)
+    with Session(ctx.engine) as s:
+        if step is None:
+            rows = s.exec(select(MetricSample).where(*where).order_by(col(MetricSample.ts).desc()).limit(limit)).all()
+            points = [{"ts": r.ts, "time": iso(r.ts), **{k: getattr(r, k) for k in SERIES}, "services": r.services,
+                       "extra": r.extra} for r in reversed(rows)]
+            return {"device_id": device_id, "since": iso(start), "until": iso(end), "step": None, "points": points}
+        if (end - start) / (step * 1000) > limit:
+            raise HTTPException(422, f"range/step gives more than {limit} points; raise step or limit")
+        bucket = MetricSample.ts // (step * 1000)
+        columns = [func.avg(getattr(MetricSample, k)).label(k) for k in SERIES]
+        extremes = [func.max(MetricSample.cpu_percent).label("cpu_percent_max"),
+                    func.max(MetricSample.temp_c).label("temp_c_max"), func.count().label("samples")]
+        query = select(bucket.label("bucket"), *columns, *extremes).where(*where)
+        rows = s.exec(query.group_by(bucket).order_by(bucket)).all()
+    names = ["bucket", *SERIES, "cpu_percent_max", "temp_c_max", "samples"]
+    points = []
+    for row in rows:
+        point = dict(zip(names, row, strict=True))
+        ts = int(point.pop("bucket")) * step * 1000
+        points.append({"ts": ts, "time": iso(ts), **{k: (round(v, 3) if isinstance(v, float) else v)
+                                                      for k, v in point.items()}})
+    return {"device_id": device_id, "since": iso(start), "until": iso(end), "step": step, "points": points}

@@ -1,0 +1,68 @@
+"""The FastAPI application: routes, limits, error shapes, the dashboard, and the service's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.engine import Engine
+
+from fleet_service.api.routes import commands, config, devices, events, system, telemetry, tokens
+from fleet_service.config import ServiceSettings
+from fleet_service.context import ServiceContext
+from protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServiceSettings, engine: Engine, broker: Any = None) -> FastAPI:
+    """Build the app around a migrated database; the lifespan starts ingest and background tasks."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        ctx: ServiceContext = app.state.ctx
+        ctx.start()
+        try:
+            yield
+        finally:
+            await ctx.stop()
+
+    app = FastAPI(title="Fleet", version="0.1.0", lifespan=lifespan,
+                  description="Fleet manager for edge video recorders")
+    app.state.ctx = ServiceContext.build(settings, engine, broker)
+    for module in (system, devices, telemetry, commands, config, events, tokens):
+        app.include_router(module.router)
+    _install_limits_and_errors(app, settings)
+    dashboard = resources.files("dashboard")
+    app.mount("/", StaticFiles(directory=str(dashboard), html=True), name="dashboard")
+    return app
+
+
+def _install_limits_and_errors(app: FastAPI, settings: ServiceSettings) -> None:
+    registry = app.state.ctx.registry
+
+    @app.middleware("http")
+    async def limit_and_count(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_request_bytes:
+            response = JSONResponse({"detail": f"request body over {settings.max_request_bytes} bytes"}, 413)
+        else:
+            response = await call_next(request)
+        registry.inc("fleet_http_requests_total", code=f"{response.status_code // 100}xx")
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": message or "invalid request", "errors": errors}, status_code=422)
+
+    @app.exception_handler(ProtocolError)
+    async def protocol_error(_: Request, exc: ProtocolError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)

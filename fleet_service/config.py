@@ -1,0 +1,76 @@
+"""Settings of the fleet service (`FLEET_*` environment variables), built by a function tests can call."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.ids import SERVICE_USERNAME
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
+
+    data_dir: Path = Path("fleet-data")
+    database_url: str = ""  # default: SQLite file in data_dir
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    mqtt_host: str = "0.0.0.0"  # embedded broker only: units connect from the venue network
+    mqtt_port: int = 1883  # embedded broker only
+    broker_url: str = ""  # external broker: mqtt://user:pass@host:port
+    replica_id: str = Field(default_factory=socket.gethostname)
+    shared_subscriptions: bool | None = None  # default: on for an external broker, off for amqtt
+    admin_token: str | None = None
+    service_secret: str | None = None  # the embedded broker's service account password
+    dev_mode: bool = False
+
+    ingest_batch_max: int = 1000
+    ingest_batch_interval_ms: int = 100
+    ingest_queue_max: int = 200_000
+    presence_timeout_s: float = 100.0  # no heartbeat for this long -> offline (second line behind the Will)
+    presence_check_interval_s: float = 5.0
+    log_retention_days: int = 30
+    metric_retention_days: int = 14
+    events_buffer: int = 10_000
+    max_request_bytes: int = 1_048_576
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ServiceSettings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'fleet.db').resolve()}"
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def use_shared_subscriptions(self) -> bool:
+        if self.shared_subscriptions is not None:
+            return self.shared_subscriptions
+        return not self.embedded
+
+
+class BrokerTarget:
+    """Where and as whom the service connects to MQTT."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"broker URL must start with mqtt:// or mqtts://, got {url!r}")
+        self.tls = parts.scheme == "mqtts"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (8883 if self.tls else 1883)
+        self.username = unquote(parts.username) if parts.username else SERVICE_USERNAME
+        self.password = unquote(parts.password) if parts.password else None
+
+    def __repr__(self) -> str:  # never shows the password
+        return f"BrokerTarget({'mqtts' if self.tls else 'mqtt'}://{self.username}@{self.host}:{self.port})"
+
+
+def load_settings(**overrides) -> ServiceSettings:
+    return ServiceSettings(**overrides)

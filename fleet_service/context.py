@@ -1,0 +1,85 @@
+"""Everything one running service holds, built once per app and reachable from routes via dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from fleet_service.commands import Dispatcher
+from fleet_service.config import BrokerTarget, ServiceSettings
+from fleet_service.events import EventBus
+from fleet_service.ingest.link import MqttLink
+from fleet_service.ingest.persister import Outcome
+from fleet_service.ingest.pipeline import Ingest
+from fleet_service.presence import count_online, run_presence_sweeper
+from fleet_service.security import Authenticator
+from fleet_service.telemetry import Registry, standard_registry
+from protocol.topics import service_filters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    settings: ServiceSettings
+    engine: Engine
+    registry: Registry
+    bus: EventBus
+    auth: Authenticator
+    link: MqttLink
+    ingest: Ingest
+    dispatcher: Dispatcher
+    broker: Any = None  # the embedded broker, when running in-process
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: ServiceSettings, engine: Engine, broker: Any = None) -> ServiceContext:
+        registry = standard_registry()
+        bus = EventBus(settings.events_buffer)
+        ingest = Ingest(engine, registry, bus, batch_max=settings.ingest_batch_max,
+                        queue_max=settings.ingest_queue_max)
+        group = "fleet" if settings.use_shared_subscriptions else None
+        link = MqttLink(BrokerTarget(settings.broker_url), f"fleet-service-{settings.replica_id}"[:64],
+                        service_filters(group), ingest.handle, registry)
+        dispatcher = Dispatcher(engine, link, bus)
+        registry.gauge_callback("fleet_devices_online", lambda: count_online(engine))
+        registry.gauge_callback("fleet_events_published_total", lambda: bus.published)
+        ctx = cls(settings, engine, registry, bus, Authenticator(engine, settings.admin_token), link, ingest,
+                  dispatcher, broker)
+        ingest.listeners.append(ctx._on_outcome)
+        return ctx
+
+    async def _on_outcome(self, outcome: Outcome) -> None:
+        if outcome.type == "presence" and outcome.data.get("online"):
+            await self.dispatcher.republish_pending(outcome.device_id)
+
+    async def on_credentials_changed(self, device_id: str, revoked: bool = False) -> None:
+        """A unit was enrolled, re-keyed or revoked: drop cached credentials, cut a revoked unit off now."""
+        self.auth.forget_device(device_id)
+        if self.broker is not None:
+            self.broker.credentials.forget(device_id)
+            if revoked:
+                await self.broker.disconnect(device_id)
+
+    def start(self) -> None:
+        s = self.settings
+        self.tasks = [
+            asyncio.create_task(self.link.run(), name="mqtt-link"),
+            asyncio.create_task(self.ingest.run(), name="ingest"),
+            asyncio.create_task(self.dispatcher.run_sweeper(), name="command-sweeper"),
+            asyncio.create_task(
+                run_presence_sweeper(self.engine, self.bus, s.presence_timeout_s, s.presence_check_interval_s),
+                name="presence-sweeper",
+            ),
+        ]
+
+    async def stop(self) -> None:
+        await self.ingest.drain(timeout=5)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""MQTT ingest: the broker link, batching, and persistence of what units publish."""

@@ -1,0 +1,101 @@
+"""The service's MQTT connection: persistent session, explicit reconnect loop, acknowledged publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+
+from fleet_service.config import BrokerTarget
+from fleet_service.telemetry import Registry
+
+log = logging.getLogger(__name__)
+MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
+
+
+class BrokerUnavailable(Exception):
+    """The service is not connected to the broker right now."""
+
+
+class MqttLink:
+    def __init__(
+        self,
+        target: BrokerTarget,
+        client_id: str,
+        filters: list[str],
+        on_message: MessageHandler,
+        registry: Registry,
+        *,
+        keepalive: int = 30,
+        backoff_cap_s: float = 30.0,
+    ) -> None:
+        self._target = target
+        self._client_id = client_id
+        self._filters = filters
+        self._on_message = on_message
+        self._registry = registry
+        self._keepalive = keepalive
+        self._cap = backoff_cap_s
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.on_connect: list[Callable[[], Awaitable[None]]] = []
+
+    def _make_client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            hostname=self._target.host,
+            port=self._target.port,
+            username=self._target.username,
+            password=self._target.password,
+            identifier=self._client_id,
+            clean_session=False,
+            keepalive=self._keepalive,
+            timeout=10,
+            tls_context=ssl.create_default_context() if self._target.tls else None,
+        )
+
+    async def run(self) -> None:
+        """Connect, subscribe, consume; on any failure wait (exponential, jittered) and start over. Never returns."""
+        attempt = 0
+        while True:
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    for topic_filter in self._filters:
+                        await client.subscribe(topic_filter, qos=1)
+                    attempt = 0
+                    self.connected.set()
+                    self._registry.set("fleet_broker_connected", 1)
+                    log.info("connected to broker %r as %s", self._target, self._client_id)
+                    for hook in self.on_connect:
+                        asyncio.create_task(hook())
+                    async for message in client.messages:
+                        await self._on_message(message)
+            except aiomqtt.MqttError as exc:
+                self._lost()
+                refused = "not authori" in str(exc).lower() or "bad user" in str(exc).lower()
+                attempt = max(attempt + 1, 6 if refused else 0)
+                delay = min(self._cap, 0.5 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)
+                log.warning("broker link down (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                self._lost()
+                raise
+
+    def _lost(self) -> None:
+        self._client = None
+        self.connected.clear()
+        self._registry.set("fleet_broker_connected", 0)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                      timeout: float = 10.0) -> None:
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise BrokerUnavailable("not connected to the MQTT broker")
+        try:
+            await asyncio.wait_for(client.publish(topic, payload, qos=qos, retain=retain), timeout)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"publish to the broker failed: {exc}") from exc

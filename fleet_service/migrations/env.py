@@ -1,0 +1,28 @@
+"""Alembic environment: runs on the connection handed over by fleet_service.db.migrate."""
+
+from alembic import context
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+import fleet_service.models  # noqa: F401  (registers the tables)
+
+target_metadata = SQLModel.metadata
+MIGRATION_LOCK = 7_310_001  # PostgreSQL advisory lock: one replica migrates at a time
+
+
+def run() -> None:
+    connection = context.config.attributes["connection"]
+    is_pg = connection.dialect.name == "postgresql"
+    if is_pg:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run()

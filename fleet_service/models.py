@@ -1,0 +1,210 @@
+"""Database tables (SQLModel) and the public shapes the API returns.
+
+Times in tables are integer milliseconds since the epoch (the wire format); the API renders ISO 8601.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# SQLite autoincrements only an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT.
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+LEVEL_NUMBERS = {"debug": 10, "info": 20, "notice": 25, "warning": 30, "error": 40, "critical": 50}
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json(default=dict):
+    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+
+
+def _ms(**kw):
+    return Field(sa_type=BigInteger, **kw)
+
+
+class Device(SQLModel, table=True):
+    """Identity plus the latest state of a unit: the API reads it without scanning history."""
+
+    id: str = Field(primary_key=True, max_length=63)
+    name: str = Field(default="", max_length=200)
+    tags: list[str] = _json(list)
+    secret_hash: str = Field(max_length=200)
+    created_at: int = _ms()
+
+    online: bool = Field(default=False, index=True)
+    session: str | None = Field(default=None, max_length=64)
+    last_seen: int | None = _ms(default=None, nullable=True)
+    online_changed_at: int | None = _ms(default=None, nullable=True)
+    offline_reason: str | None = Field(default=None, max_length=32)
+    agent_version: str = Field(default="", max_length=64)
+    software_version: str = Field(default="", max_length=128)
+    boot_id: str = Field(default="", max_length=64)
+    hostname: str = Field(default="", max_length=255)
+    ips: list[str] = _json(list)
+    uptime_s: float | None = None
+    heartbeat_seq: int | None = _ms(default=None, nullable=True)
+    last_metrics: dict[str, Any] = _json(dict)
+    logs_dropped: int = _ms(default=0)
+
+    desired_config: dict[str, Any] = _json(dict)
+    desired_version: int = 0
+    reported_config: dict[str, Any] = _json(dict)
+    reported_version: int = 0
+    config_status: str | None = Field(default=None, max_length=16)
+    config_error: str | None = None
+
+
+class LogRecord(SQLModel, table=True):
+    __tablename__ = "log_record"
+    __table_args__ = (
+        UniqueConstraint("device_id", "rec_id", name="uq_log_device_rec"),
+        Index("ix_log_device_ts", "device_id", "ts"),
+    )
+
+    id: int | None = Field(default=None, sa_type=BIG_ID, primary_key=True)
+    device_id: str = Field(max_length=63)
+    rec_id: str = Field(max_length=64)
+    ts: int = _ms()
+    level: str = Field(max_length=16)
+    level_no: int = 20
+    source: str = Field(default="", max_length=128)
+    msg: str
+
+
+class MetricSample(SQLModel, table=True):
+    __tablename__ = "metric_sample"
+    __table_args__ = (Index("ix_metric_device_ts", "device_id", "ts"),)
+
+    id: int | None = Field(default=None, sa_type=BIG_ID, primary_key=True)
+    device_id: str = Field(max_length=63)
+    ts: int = _ms()
+    cpu_percent: float | None = None
+    mem_percent: float | None = None
+    mem_used_bytes: int | None = _ms(default=None, nullable=True)
+    disk_percent: float | None = None
+    disk_free_bytes: int | None = _ms(default=None, nullable=True)
+    load1: float | None = None
+    temp_c: float | None = None
+    net_rx_bytes: int | None = _ms(default=None, nullable=True)
+    net_tx_bytes: int | None = _ms(default=None, nullable=True)
+    services: dict[str, str] = _json(dict)
+    extra: dict[str, Any] = _json(dict)
+
+
+class Command(SQLModel, table=True):
+    __table_args__ = (Index("ix_command_device_created", "device_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    device_id: str = Field(max_length=63, index=True)
+    name: str = Field(max_length=32)
+    args: dict[str, Any] = _json(dict)
+    status: str = Field(default="queued", max_length=16, index=True)
+    created_at: int = _ms()
+    updated_at: int = _ms()
+    expires_at: int = _ms()
+    timeout_s: int = 900
+    started_at: int | None = _ms(default=None, nullable=True)
+    finished_at: int | None = _ms(default=None, nullable=True)
+    exit_code: int | None = None
+    output: str = ""
+    created_by: str = Field(default="", max_length=100)
+    rollout_id: str | None = Field(default=None, max_length=64, index=True)
+
+
+class CommandEvent(SQLModel, table=True):
+    __tablename__ = "command_event"
+
+    id: int | None = Field(default=None, sa_type=BIG_ID, primary_key=True)
+    command_id: str = Field(max_length=64, index=True)
+    status: str = Field(max_length=16)
+    ts: int = _ms()
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_token"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(default="", max_length=100)
+    role: str = Field(max_length=16)
+    fingerprint: str = Field(max_length=64, unique=True)
+    created_at: int = _ms()
+    last_used_at: int | None = _ms(default=None, nullable=True)
+    revoked: bool = False
+
+
+# --- public shapes -------------------------------------------------------------------------------------------
+
+
+class DeviceCreate(SQLModel):
+    id: str
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class DeviceUpdate(SQLModel):
+    name: str | None = None
+    tags: list[str] | None = None
+
+
+def device_public(d: Device) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "name": d.name,
+        "tags": d.tags,
+        "created_at": iso(d.created_at),
+        **device_status(d),
+    }
+
+
+def device_status(d: Device) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "online": d.online,
+        "status": "online" if d.online else "offline",
+        "last_seen": iso(d.last_seen),
+        "online_changed_at": iso(d.online_changed_at),
+        "offline_reason": None if d.online else d.offline_reason,
+        "software_version": d.software_version,
+        "agent_version": d.agent_version,
+        "boot_id": d.boot_id,
+        "hostname": d.hostname,
+        "ips": d.ips,
+        "uptime_s": d.uptime_s,
+        "metrics": d.last_metrics,
+        "logs_dropped": d.logs_dropped,
+        "config_in_sync": d.reported_version == d.desired_version and d.config_status != "failed",
+    }
+
+
+def log_public(r: LogRecord) -> dict[str, Any]:
+    return {"id": r.rec_id, "seq": r.id, "ts": r.ts, "time": iso(r.ts), "level": r.level, "source": r.source,
+            "msg": r.msg}
+
+
+def command_public(c: Command) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "device_id": c.device_id,
+        "name": c.name,
+        "args": c.args,
+        "status": c.status,
+        "created_at": iso(c.created_at),
+        "updated_at": iso(c.updated_at),
+        "expires_at": iso(c.expires_at),
+        "started_at": iso(c.started_at),
+        "finished_at": iso(c.finished_at),
+        "timeout_s": c.timeout_s,
+        "exit_code": c.exit_code,
+        "output": c.output,
+        "created_by": c.created_by,
+        "rollout_id": c.rollout_id,
+    }

@@ -1,0 +1,47 @@
+"""Second line of presence: a unit silent for longer than the timeout is marked offline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from fleet_service.events import EventBus
+from fleet_service.models import Device
+from protocol.ids import now_ms
+
+log = logging.getLogger(__name__)
+
+
+def mark_silent_offline(engine: Engine, timeout_s: float) -> list[Device]:
+    now = now_ms()
+    cutoff = now - int(timeout_s * 1000)
+    with Session(engine, expire_on_commit=False) as s:
+        stale = s.exec(select(Device).where(Device.online == True, Device.last_seen < cutoff)).all()  # noqa: E712
+        for d in stale:
+            d.online = False
+            d.online_changed_at = now
+            d.offline_reason = "timeout"
+            s.add(d)
+        s.commit()
+        return list(stale)
+
+
+def count_online(engine: Engine) -> int:
+    with Session(engine) as s:
+        return s.exec(select(func.count()).select_from(Device).where(Device.online == True)).one()  # noqa: E712
+
+
+async def run_presence_sweeper(engine: Engine, bus: EventBus, timeout_s: float, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            for d in await asyncio.to_thread(mark_silent_offline, engine, timeout_s):
+                log.info("unit %s silent for more than %.0fs: offline", d.id, timeout_s)
+                bus.publish("presence", {"device_id": d.id, "online": False, "reason": "timeout",
+                                         "last_seen": d.last_seen, "software_version": d.software_version}, d.id)
+        except Exception:
+            log.exception("presence sweep failed")
