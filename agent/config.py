@@ -1,0 +1,240 @@
+"""Agent settings: CLI > FLEET_* environment > TOML config file > defaults (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.errors import ConfigError
+from protocol.errors import ProtocolError
+from protocol.ids import check_device_id
+
+# Name of the systemd credential (LoadCredential=) the installed unit passes the secret in.
+CREDENTIAL_NAME = "agent-secret"
+
+_config_file: ContextVar[Path | None] = ContextVar("agent_config_file", default=None)
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class AgentSettings(BaseSettings):
+    """Everything the agent needs; field names are the CLI option names with `_` for `-`."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="forbid", validate_default=True)
+
+    # Connection
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    device_id: str
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    ca_file: Path | None = None
+    keepalive: int = Field(default=30, ge=2, le=3600)
+    reconnect_min_delay: float = Field(default=1.0, gt=0)
+    reconnect_max_delay: float = Field(default=60.0, gt=0)
+    auth_retry_delay: float = Field(default=300.0, gt=0)
+
+    # Local state (outbox, remembered command ids, applied config version)
+    state_dir: Path = Path("/var/lib/fleet-agent")
+    outbox_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+
+    # Units, and the command lines that act on them (never run through a shell)
+    unit: StrList = Field(default_factory=list)
+    restart_command: str = "systemctl restart {unit}"
+    check_command: str = "systemctl is-active {unit}"
+    reboot_command: str = "systemctl reboot"
+    command_timeout: float = Field(default=300.0, gt=0)
+
+    # Git update
+    repo: Path | None = None
+    post_update_command: str | None = None
+    health_url: str | None = None
+    health_timeout: float = Field(default=60.0, gt=0)
+    software_version: str | None = None
+
+    # App config written by config_update / config/desired
+    app_config_path: Path | None = None
+    config_unit: StrList | None = None
+
+    # Telemetry
+    heartbeat_interval: float = Field(default=30.0, gt=0)
+    metrics_interval: float = Field(default=10.0, gt=0)
+    disk_path: StrList = Field(default_factory=lambda: ["/"])
+    thermal_dir: Path = Path("/sys/class/thermal")
+    plugin_command: str | None = None
+    plugin_url: str | None = None
+    plugin_timeout: float = Field(default=5.0, gt=0)
+
+    # Logs
+    log_unit: StrList = Field(default_factory=list)
+    log_file: StrList = Field(default_factory=list)
+    journal_command: str = "journalctl -f -o json"
+    log_batch_records: int = Field(default=200, ge=1, le=1000)
+    log_batch_interval: float = Field(default=2.0, gt=0)
+    file_poll_interval: float = Field(default=1.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+    @field_validator("unit", "log_unit", "log_file", "disk_path", "config_unit", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        # FLEET_UNIT="a.service,b.service" as well as TOML arrays and repeated CLI options.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        try:
+            return check_device_id(value)
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("broker_url must look like mqtt://host:port or mqtts://host:port")
+        if parts.password:
+            raise ValueError("broker_url must not carry a password; use secret or secret_file")
+        return value
+
+    @field_validator("restart_command", "check_command")
+    @classmethod
+    def _unit_command(cls, value: str) -> str:
+        _check_argv(value)
+        if "{unit}" not in value:
+            raise ValueError("command must contain the placeholder {unit}")
+        return value
+
+    @field_validator("reboot_command", "journal_command", "post_update_command", "plugin_command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_argv(value)
+        return value
+
+    @model_validator(mode="after")
+    def _delays(self) -> AgentSettings:
+        if self.reconnect_min_delay > self.reconnect_max_delay:
+            raise ValueError("reconnect_min_delay must not exceed reconnect_max_delay")
+        return self
+
+    # Derived values -----------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.broker_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.broker_url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.broker_url).scheme == "mqtts"
+
+    @property
+    def restart_units(self) -> list[str]:
+        return list(self.unit)
+
+    @property
+    def config_units(self) -> list[str]:
+        """Units restarted after an app config change (default: every configured unit)."""
+        return list(self.unit if self.config_unit is None else self.config_unit)
+
+    def password(self) -> str | None:
+        """The device secret from `secret`, `secret_file` or the systemd credential; None when absent."""
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        path = self.secret_file
+        if path is None and os.environ.get("CREDENTIALS_DIRECTORY"):
+            candidate = Path(os.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+            path = candidate if candidate.exists() else None
+        if path is None:
+            return None
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Values from the TOML file named by load_settings(); lowest priority before defaults."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_file.get()
+        return read_config_file(path) if path is not None else {}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read the agent's TOML file; keys may use `-` or `_`; an `[agent]` table is accepted too."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if isinstance(data.get("agent"), dict):
+        data = data["agent"]
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> AgentSettings:
+    """Build settings from overrides (CLI), FLEET_* env, then the TOML file; raise ConfigError."""
+    token = _config_file.set(Path(config_file) if config_file else None)
+    try:
+        return AgentSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    finally:
+        _config_file.reset(token)
+
+
+def split_command(command: str, **fields: str) -> list[str]:
+    """Split a configured command line with shlex, then fill `{unit}`-style placeholders per argument."""
+    argv = shlex.split(command)
+    for key, value in fields.items():
+        argv = [arg.replace("{" + key + "}", value) for arg in argv]
+    return argv
+
+
+def _check_argv(value: str) -> None:
+    try:
+        argv = shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot split command line: {exc}") from None
+    if not argv:
+        raise ValueError("command line is empty")
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:8]:
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid agent settings: " + "; ".join(parts)
