@@ -1,0 +1,189 @@
+"""EmbeddedBroker: the zero-setup MQTT broker (amqtt plus our fixes and plugins) inside a running event loop."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from amqtt.errors import BrokerError as AmqttBrokerError
+
+from broker.config import BrokerSettings
+from broker.credentials import CredentialStore
+from broker.errors import BrokerError
+from broker.sessions import FleetBroker
+
+log = logging.getLogger(__name__)
+
+_START_ATTEMPTS = 5
+_AUTH_PLUGIN = "broker.plugins.FleetAuthPlugin"
+_TOPIC_PLUGIN = "broker.plugins.FleetTopicPlugin"
+
+
+class EmbeddedBroker:
+    """Runs the fleet's MQTT broker in the current event loop; `port` is the bound MQTT port once started."""
+
+    def __init__(self, settings: BrokerSettings, credentials: CredentialStore) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._broker: FleetBroker | None = None
+        self._ports: dict[str, int] = {}
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Bind the listeners and start serving; raises BrokerError when that fails."""
+        if self._broker is not None:
+            raise BrokerError("the broker is already running")
+        _quiet_amqtt_logging()
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            ports = self._choose_ports()
+            broker = self._build(ports)
+            try:
+                await broker.start()
+            except AmqttBrokerError as exc:
+                await _close_listeners(broker)
+                # A port picked as free may have been taken meanwhile; pick again.
+                if attempt == _START_ATTEMPTS or not self._has_port_zero():
+                    raise BrokerError(f"MQTT broker could not start: {exc.__cause__ or exc}") from exc
+                log.info("broker start attempt %d failed (%s); retrying on other ports", attempt, exc)
+                continue
+            self._broker, self._ports = broker, ports
+            log.info("MQTT broker listening on %s", ", ".join(f"{k} {v}" for k, v in ports.items()))
+            return
+
+    async def stop(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.shutdown()
+            log.info("MQTT broker stopped")
+
+    @property
+    def running(self) -> bool:
+        return self._broker is not None
+
+    @property
+    def port(self) -> int:
+        """The bound MQTT (TCP) port."""
+        return self._port("default")
+
+    @property
+    def ws_port(self) -> int | None:
+        return self._ports.get("ws")
+
+    @property
+    def mqtts_port(self) -> int | None:
+        return self._ports.get("tls")
+
+    @property
+    def amqtt(self) -> FleetBroker:
+        """The underlying amqtt broker, for in-process hooks such as `internal_message_broadcast`."""
+        if self._broker is None:
+            raise BrokerError("the broker is not running")
+        return self._broker
+
+    def connected_clients(self) -> list[str]:
+        return list(self.amqtt.connections)
+
+    async def disconnect(self, client_id: str) -> bool:
+        """Close a client's live connection as a TCP drop would (its Will fires); False if not connected."""
+        return await self.amqtt.disconnect(client_id)
+
+    async def revoke(self, device_id: str) -> bool:
+        """After a unit is deleted or its secret rotated: drop cached logins and its live connection."""
+        forget = getattr(self._credentials, "forget", None)
+        if forget is not None:
+            forget(device_id)
+        return await self.disconnect(device_id)
+
+    # ---- configuration --------------------------------------------------------------------------
+
+    def _port(self, listener: str) -> int:
+        if listener not in self._ports:
+            raise BrokerError("the broker is not running")
+        return self._ports[listener]
+
+    def _wanted_ports(self) -> dict[str, int]:
+        s = self._settings
+        wanted = {"default": s.mqtt_port}
+        if s.ws_port is not None:
+            wanted["ws"] = s.ws_port
+        if s.tls_enabled:
+            wanted["tls"] = s.mqtts_port
+        return wanted
+
+    def _has_port_zero(self) -> bool:
+        return 0 in self._wanted_ports().values()
+
+    def _choose_ports(self) -> dict[str, int]:
+        return {name: port or free_port(self._settings.mqtt_host) for name, port in self._wanted_ports().items()}
+
+    def _build(self, ports: dict[str, int]) -> FleetBroker:
+        s = self._settings
+        return FleetBroker(
+            amqtt_config(s, ports, self._credentials),
+            max_payload_bytes=s.max_payload_bytes,
+            max_packet_bytes=s.max_packet_bytes,
+            max_queued_messages=s.max_queued_messages,
+            keepalive_factor=s.keepalive_factor,
+            connect_timeout_s=s.connect_timeout_s,
+        )
+
+
+def amqtt_config(settings: BrokerSettings, ports: dict[str, int], credentials: CredentialStore) -> dict[str, Any]:
+    """amqtt's configuration: our listeners and exactly our two plugins (no anonymous access, no $SYS)."""
+    host = f"[{settings.mqtt_host}]" if ":" in settings.mqtt_host else settings.mqtt_host
+    common = {"max_connections": settings.max_connections}
+    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{ports['default']}", **common}}
+    if "ws" in ports:
+        listeners["ws"] = {"type": "ws", "bind": f"{host}:{ports['ws']}", **common}
+    if "tls" in ports:
+        listeners["tls"] = {
+            "type": "tcp",
+            "bind": f"{host}:{ports['tls']}",
+            "ssl": True,
+            "certfile": settings.tls_certfile,
+            "keyfile": settings.tls_keyfile,
+            **common,
+        }
+    return {
+        "listeners": listeners,
+        "session_expiry_interval": settings.session_expiry_s,
+        "plugins": {
+            _AUTH_PLUGIN: {
+                "credentials": credentials,
+                "failures_per_minute": settings.auth_failures_per_minute,
+                "max_payload_bytes": settings.max_payload_bytes,
+            },
+            _TOPIC_PLUGIN: {},
+        },
+    }
+
+
+def free_port(host: str) -> int:
+    """A port that is free on `host` right now."""
+    family = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def _close_listeners(broker: FleetBroker) -> None:
+    for server in broker._servers.values():  # listeners bound before the one that failed
+        try:
+            await server.close_instance()
+        except OSError:
+            log.debug("closing a listener after a failed start", exc_info=True)
+
+
+def _quiet_amqtt_logging() -> None:
+    """amqtt (and its state-machine library) log every connection at INFO; keep that out unless asked for."""
+    for name in ("amqtt", "transitions"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)

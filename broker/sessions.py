@@ -1,0 +1,361 @@
+"""Connection lifecycle on top of RoutingBroker: authenticate first, take over, drain, keepalive watchdog.
+
+Fixes of amqtt 0.12.1 (see shared/notes/brokers.md) that live here:
+- CONNECT is authenticated before any existing session is touched (a wrong password with a victim's
+  client id cannot cut the victim off); then the old connection is closed and fully torn down
+  before the new one adopts or replaces the session;
+- on disconnect, every message already acknowledged to the publisher is routed before the
+  session is dropped (amqtt discarded the backlog), then the Will is published;
+- a session silent for more than keepalive_factor x its keepalive is closed like a TCP drop;
+- a client that sends no CONNECT within connect_timeout_s is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.contexts import BrokerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.errors import BrokerError as AmqttBrokerError
+from amqtt.events import BrokerEvents
+from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import ApplicationMessage, Session
+from amqtt.utils import gen_client_id
+
+from broker.plugins import REFUSAL, principal_of
+from broker.routing import RoutingBroker
+from broker.wire import ActivityReader, PacketTooLarge, abort
+
+log = logging.getLogger(__name__)
+
+_CONNECT_ERRORS = (TimeoutError, AMQTTError, MQTTError, NoDataError, OSError, UnicodeDecodeError)
+_RESUMED_FIELDS = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
+                   "username", "clean_session", "remote_address", "remote_port", "ssl_object")
+
+
+@dataclass(eq=False)
+class Connection:
+    """One live network connection of a session."""
+
+    client_id: str
+    session: Session
+    handler: BrokerProtocolHandler
+    reader: ActivityReader
+    writer: WriterAdapter
+    publish_will: bool = True
+    closing: bool = False
+    graceful: bool = False
+    leftover: ApplicationMessage | None = None
+    disconnected: asyncio.Future[DisconnectPacket | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def close(self, *, will: bool = True) -> None:
+        """Close as a TCP drop would: the Will fires unless `will` is False."""
+        self.publish_will = self.publish_will and will
+        self.closing = True
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+
+class KeyedLock:
+    """One asyncio.Lock per key, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class FleetBroker(RoutingBroker):
+    """amqtt Broker with a sound connection lifecycle; see the module docstring."""
+
+    def __init__(
+        self,
+        config: BrokerConfig | dict[str, Any],
+        *,
+        max_payload_bytes: int,
+        max_packet_bytes: int,
+        max_queued_messages: int,
+        keepalive_factor: float = 1.5,
+        connect_timeout_s: float = 10.0,
+        watchdog_interval_s: float = 0.25,
+    ) -> None:
+        super().__init__(config, max_payload_bytes=max_payload_bytes, max_queued_messages=max_queued_messages)
+        self._max_packet = max_packet_bytes
+        self._keepalive_factor = keepalive_factor
+        self._connect_timeout = connect_timeout_s
+        self._watchdog_interval = watchdog_interval_s
+        self._connections: dict[str, Connection] = {}
+        self._client_locks = KeyedLock()
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self._serving: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        await super().start()
+        self._watchdog_task = asyncio.create_task(self._watchdog())
+
+    async def shutdown(self) -> None:
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            await asyncio.gather(self._watchdog_task, return_exceptions=True)
+        live = list(self._connections.values())
+        for conn in live:
+            conn.close(will=False)
+        if live:
+            await asyncio.wait([asyncio.ensure_future(c.done.wait()) for c in live], timeout=5)
+        await super().shutdown()
+        if self._serving:
+            _, pending = await asyncio.wait(self._serving, timeout=5)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    @property
+    def connections(self) -> dict[str, Connection]:
+        return self._connections
+
+    async def disconnect(self, client_id: str, timeout: float = 10.0) -> bool:
+        """Close a live connection as a TCP drop would (its Will fires); False when there is none."""
+        conn = self._connections.get(client_id)
+        if conn is None:
+            return False
+        conn.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(conn.done.wait(), timeout)
+        return True
+
+    # ---- connect --------------------------------------------------------------------------------
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        server = self._servers.get(listener_name)
+        if server is None:
+            raise AmqttBrokerError(f"Invalid listener name '{listener_name}'")
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.add(task)
+        await server.acquire_connection()
+        try:
+            await self._serve(listener_name, ActivityReader(reader, self._max_packet), writer)
+        except _CONNECT_ERRORS as exc:
+            log.info("connection ended with %s: %s", type(exc).__name__, exc)
+        finally:
+            server.release_connection()
+            if task is not None:
+                self._serving.discard(task)
+
+    async def _serve(self, listener_name: str, reader: ActivityReader, writer: WriterAdapter) -> None:
+        peer = writer.get_peer_info()
+        if peer is None:
+            await writer.close()
+            return
+        try:
+            handler, session = await asyncio.wait_for(
+                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager), self._connect_timeout
+            )
+        except (*_CONNECT_ERRORS, PacketTooLarge) as exc:
+            log.info("no valid CONNECT from %s:%s (%s)", peer[0], peer[1], type(exc).__name__)
+            abort(writer)
+            return
+        if not session.client_id:
+            session.client_id = gen_client_id()
+        if not await self._authenticate(session, self.listeners_config[listener_name]):
+            await self._refuse(writer, session.attributes.get(REFUSAL, NOT_AUTHORIZED))
+            return
+        session.password = None  # checked; do not keep it around in memory
+        conn = await self._open(session, handler, reader, writer)
+        if conn is None:
+            return
+        try:
+            await self._pump(conn)
+        finally:
+            await self._end(conn)
+
+    async def _refuse(self, writer: WriterAdapter, code: int) -> None:
+        with contextlib.suppress(OSError):
+            await ConnackPacket.build(0, code).to_stream(writer)
+            await writer.drain()
+        with contextlib.suppress(OSError):
+            await writer.close()
+
+    async def _open(
+        self, session: Session, handler: BrokerProtocolHandler, reader: ActivityReader, writer: WriterAdapter
+    ) -> Connection | None:
+        """Take over any live connection of this client id, adopt its session, CONNACK and start the handler."""
+        cid = session.client_id or ""
+        async with self._client_locks.hold(cid):
+            existing = self._sessions.get(cid, (None, None))[0]
+            owner = principal_of(existing)
+            if owner is not None and owner != principal_of(session):
+                log.warning("refused %s: client id %r belongs to another account", session.username, cid)
+                await self._refuse(writer, IDENTIFIER_REJECTED)
+                return None
+            old = self._connections.get(cid)
+            if old is not None:
+                log.info("client %s connected again; closing its previous connection", cid)
+                old.close(will=bool(session.clean_session))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(old.done.wait(), 15)
+            session = await self._adopt(session)
+            handler.attach(session, reader, writer)
+            conn = Connection(cid, session, handler, reader, writer)
+            # Our own disconnect future: amqtt's handler resets its waiter, losing a DISCONNECT that
+            # arrives while start() is still running.
+            handler._disconnect_waiter = conn.disconnected
+            try:
+                await handler.mqtt_connack_authorize(True)
+                await handler.start()
+            except BaseException:
+                abort(writer)
+                await self._stop_handler(handler)
+                raise
+            session.transitions.connect()
+            self._sessions[cid] = (session, handler)
+            self._connections[cid] = conn
+            # No await since registering: queued messages go out before anything routed from now on.
+            await self._publish_session_retained_messages(session)
+        await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=cid, client_session=session)
+        for subscription in self.own_filters(session):
+            await self._publish_retained_messages_for_subscription(subscription, session)
+        return conn
+
+    async def _adopt(self, incoming: Session) -> Session:
+        cid = incoming.client_id or ""
+        existing = self._sessions.get(cid, (None, None))[0]
+        if incoming.clean_session or existing is None:
+            if existing is not None:
+                await self._delete_session(cid)
+            incoming.parent = 0
+            return incoming
+        for name in _RESUMED_FIELDS:
+            setattr(existing, name, getattr(incoming, name))
+        existing.password = None
+        existing.attributes.update(incoming.attributes)
+        existing.parent = 1
+        return existing
+
+    # ---- connected ------------------------------------------------------------------------------
+
+    async def _pump(self, conn: Connection) -> None:
+        """Serve SUBSCRIBE, UNSUBSCRIBE and PUBLISH of one connection until it ends."""
+        handler, session = conn.handler, conn.session
+        disconnect = conn.disconnected
+        subscribe = asyncio.ensure_future(handler.get_next_pending_subscription())
+        unsubscribe = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+        deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    (disconnect, subscribe, unsubscribe, deliver), return_when=asyncio.FIRST_COMPLETED
+                )
+                if subscribe in done:
+                    await self._handle_subscription(session, handler, subscribe)
+                    subscribe = asyncio.ensure_future(handler.get_next_pending_subscription())
+                if unsubscribe in done:
+                    await self._handle_unsubscription(session, handler, unsubscribe)
+                    unsubscribe = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+                if deliver in done:
+                    message = deliver.result()
+                    if message is not None and not await self._deliver(session, message):
+                        conn.close()
+                    deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+                if disconnect in done:
+                    conn.graceful = isinstance(disconnect.result(), DisconnectPacket)
+                    return
+        finally:
+            for waiter in (disconnect, subscribe, unsubscribe, deliver):
+                waiter.cancel()
+            results = await asyncio.gather(disconnect, subscribe, unsubscribe, deliver, return_exceptions=True)
+            if isinstance(results[-1], ApplicationMessage):
+                conn.leftover = results[-1]  # dequeued just before the disconnect; still to be routed
+
+    async def _end(self, conn: Connection) -> None:
+        """Stop input, route what was acknowledged, publish the Will, then forget the connection."""
+        session, cid = conn.session, conn.client_id
+        try:
+            if conn.closing:
+                abort(conn.writer)
+            try:
+                await asyncio.wait_for(self._stop_handler(conn.handler), 5)
+            except TimeoutError:
+                abort(conn.writer)
+            backlog = [conn.leftover] if conn.leftover is not None else []
+            while not session.delivered_message_queue.empty():
+                backlog.append(session.delivered_message_queue.get_nowait())
+            for message in backlog:
+                await self._deliver(session, message)
+            if conn.publish_will and not conn.graceful and session.will_flag:
+                await self._publish_will(session)
+        finally:
+            session.transitions.disconnect()
+            if self._connections.get(cid) is conn:
+                del self._connections[cid]
+            if session.clean_session and self._sessions.get(cid, (None, None))[0] is session:
+                del self._sessions[cid]
+                await self._del_all_subscriptions(session)
+                session.clear_queues()
+            conn.done.set()
+        await self.plugins_manager.fire_event(
+            BrokerEvents.CLIENT_DISCONNECTED, client_id=cid, client_session=session
+        )
+
+    async def _publish_will(self, session: Session) -> None:
+        log.debug("publishing the Will of %s", session.client_id)
+        await self._broadcast_message(session, session.will_topic, session.will_message, session.will_qos)
+        if session.will_retain:
+            await self.retain_message(session, session.will_topic, session.will_message, session.will_qos)
+
+    # ---- housekeeping ---------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        """Close connections silent for longer than keepalive_factor x their keepalive (MQTT 3.1.2.10)."""
+        while True:
+            await asyncio.sleep(self._watchdog_interval)
+            now = time.monotonic()
+            for conn in list(self._connections.values()):
+                keepalive = conn.session.keep_alive
+                if conn.closing or not keepalive:
+                    continue
+                silent = now - conn.reader.last_activity
+                if silent > keepalive * self._keepalive_factor:
+                    log.info("closing %s: silent for %.1f s (keepalive %d s)", conn.client_id, silent, keepalive)
+                    conn.close()
+
+    async def _session_monitor(self) -> None:
+        """Expire disconnected persistent sessions (clean ones are dropped at disconnect)."""
+        while True:
+            await asyncio.sleep(1)
+            expiry = self.config.session_expiry_interval
+            cutoff = time.time() - expiry if expiry is not None else None
+            for cid, (session, _) in list(self._sessions.items()):
+                if session.transitions.state != "disconnected":
+                    continue
+                stale = cutoff is not None and (session.last_disconnect_time or 0) < cutoff
+                if (stale or session.clean_session or session.is_anonymous) and self._sessions.get(cid, (None,))[
+                    0
+                ] is session:
+                    del self._sessions[cid]
+                    await self._del_all_subscriptions(session)
+                    session.clear_queues()
