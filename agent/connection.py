@@ -50,7 +50,8 @@ class Connection:
         self.auth_refused = False
         self.connects = 0
         self._connected = threading.Event()
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # leave the network loop
+        self._closing = threading.Event()  # never connect again
         self._thread: threading.Thread | None = None
         self._client = self._make_client()
 
@@ -86,16 +87,19 @@ class Connection:
 
     def stop(self, clean: bool = True, timeout: float = 5.0) -> None:
         """Clean: publish offline for this session and DISCONNECT. Not clean: drop the socket (the Will fires)."""
-        self._stopping.set()
+        self._closing.set()  # no new connection from here on
         if clean and self.connected:
             death = encode(Death(session=self.session, ts=now_ms()))
             info = self._client.publish(self.state_topic, death, qos=1, retain=True)
             try:
+                # The loop thread is still running and reads the PUBACK.
                 info.wait_for_publish(timeout=min(timeout, 3.0))
             except (RuntimeError, ValueError) as exc:
                 log.warning("offline message not acknowledged: %s", exc)
+            self._stopping.set()
             self._client.disconnect()
-        elif not clean:
+        self._stopping.set()
+        if not clean:
             # Drop the TCP connection without DISCONNECT, as a crash or power cut would: the Will fires.
             sock = self._client.socket()
             if sock is not None:
@@ -130,7 +134,7 @@ class Connection:
     def _run(self) -> None:
         attempt = 0
         failures = 0
-        while not self._stopping.is_set():
+        while not self._closing.is_set():
             self.session = new_id()
             self.auth_refused = False
             self._client.will_set(self.state_topic, encode(Death(session=self.session)), qos=1, retain=True)
@@ -153,11 +157,11 @@ class Connection:
                 if time.monotonic() - started >= _STABLE_AFTER_S and not self.auth_refused:
                     attempt = 0
                 self._connected.clear()
-            if self._stopping.is_set():
+            if self._closing.is_set():
                 break
             delay = self._delay(attempt)
             attempt += 1
-            self._stopping.wait(delay)
+            self._closing.wait(delay)
         self._connected.clear()
 
     def _delay(self, attempt: int) -> float:

@@ -1,0 +1,89 @@
+"""`fleet agent [--config FILE] [options]` and `fleet agent install ...`; every option also reads FLEET_<OPTION>."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import typing
+from typing import Any
+
+from agent.config import AgentSettings
+from agent.errors import AgentError
+
+# One line of help for the options of DESIGN.md section 6; the rest are documented in agent/README.md.
+_HELP = {
+    "broker_url": "mqtt://host:port or mqtts://host:port",
+    "device_id": "this unit's id (also the MQTT username and client id)",
+    "secret": "the unit's secret (prefer --secret-file: the command line is visible to other users)",
+    "secret_file": "file holding the unit's secret",
+    "state_dir": "outbox, remembered command ids, applied config version",
+    "unit": "systemd unit to watch and restart (repeatable)",
+    "restart_command": "command line to restart a unit, with {unit} (default: systemctl restart {unit})",
+    "check_command": "command line telling whether a unit is active (default: systemctl is-active {unit})",
+    "reboot_command": "command line to reboot (default: systemctl reboot)",
+    "repo": "git checkout of the recorder software to update",
+    "post_update_command": "command run in the checkout after each checkout (update and rollback)",
+    "health_url": "URL that must answer 2xx after an update",
+    "log_unit": "systemd unit whose journal to forward (repeatable)",
+    "log_file": "plain log file to forward (repeatable)",
+    "heartbeat_interval": "seconds between heartbeats (default 30)",
+    "metrics_interval": "seconds between metrics samples (default 10)",
+    "keepalive": "MQTT keepalive in seconds (default 30)",
+}
+
+
+def _option_names() -> list[tuple[str, bool]]:
+    """(field name, repeatable) for every AgentSettings field."""
+    out = []
+    for name, field in AgentSettings.model_fields.items():
+        repeatable = "list" in str(field.annotation) or typing.get_origin(field.annotation) is list
+        out.append((name, repeatable))
+    return out
+
+
+def add_agent_options(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: an option not given stays absent, so env, file and defaults apply (and a sub-parser cannot
+    # overwrite what the parent parser read).
+    for name, repeatable in _option_names():
+        flag = "--" + name.replace("_", "-")
+        help_text = _HELP.get(name, f"see agent/README.md (env FLEET_{name.upper()})")
+        if repeatable:
+            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=help_text)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "agent", help="run the unit agent", description="Run the unit agent (presence, logs, metrics, commands)."
+    )
+    parser.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (env FLEET_CONFIG)")
+    add_agent_options(parser)
+    parser.set_defaults(func=run)
+    sub = parser.add_subparsers(dest="agent_command", metavar="{install}")
+    install = sub.add_parser("install", help="install the agent as a hardened systemd service on this unit")
+    add_agent_options(install)
+    from agent.install import add_install_options, run_install
+
+    add_install_options(install)
+    install.set_defaults(func=run_install)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name, _ in _option_names() if getattr(args, name, None) is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.config import load_settings
+    from agent.runner import Agent
+
+    config = getattr(args, "config", None) or os.environ.get("FLEET_CONFIG")
+    try:
+        settings = load_settings(config, **cli_overrides(args))
+        agent = Agent(settings)
+    except AgentError as exc:
+        print(f"fleet agent: {exc}", file=sys.stderr)
+        return 2
+    agent.run_forever()
+    return 0
