@@ -42,6 +42,7 @@ class MqttLink:
         self._cap = backoff_cap_s
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        self.connections = 0  # successful connects so far
         self.on_connect: list[Callable[[], Awaitable[None]]] = []
 
     def _make_client(self) -> aiomqtt.Client:
@@ -67,6 +68,7 @@ class MqttLink:
                     for topic_filter in self._filters:
                         await client.subscribe(topic_filter, qos=1)
                     attempt = 0
+                    self.connections += 1
                     self.connected.set()
                     self._registry.set("fleet_broker_connected", 1)
                     log.info("connected to broker %r as %s", self._target, self._client_id)

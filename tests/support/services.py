@@ -84,16 +84,17 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         self.write_config()
-        self.proc = subprocess.Popen(
-            [shutil.which("mosquitto") or "mosquitto", "-c", str(self.config_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with (self.workdir / "stderr.log").open("wb") as err:
+            self.proc = subprocess.Popen(
+                [shutil.which("mosquitto") or "mosquitto", "-c", str(self.config_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         try:
             wait_port(self.port)
         except TimeoutError:
             self.stop()
-            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            err = (self.workdir / "stderr.log").read_text(errors="replace")
             raise RuntimeError(f"mosquitto did not start: {err} {self.log()}") from None
         return self
 
