@@ -18,6 +18,7 @@ from fleet_service.ingest.pipeline import Ingest
 from fleet_service.presence import count_online, run_presence_sweeper
 from fleet_service.security import Authenticator
 from fleet_service.telemetry import Registry, standard_registry
+from fleet_service.turn import build_issuer, register_metrics
 from protocol.topics import service_filters
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class ServiceContext:
     ingest: Ingest
     dispatcher: Dispatcher
     broker: Any = None  # the embedded broker, when running in-process
+    turn: Any = None  # turn_service.TurnIssuer, or None when TURN is not configured
+    turn_off_reason: str = ""
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
@@ -51,6 +54,9 @@ class ServiceContext:
         ctx = cls(settings, engine, registry, bus, Authenticator(engine, settings.admin_token), link, ingest,
                   dispatcher, broker)
         ingest.listeners.append(ctx._on_outcome)
+        ctx.turn, ctx.turn_off_reason = build_issuer(settings.data_dir, embedded=broker is not None)
+        if ctx.turn is not None:
+            register_metrics(registry, ctx.turn)
         return ctx
 
     async def _on_outcome(self, outcome: Outcome) -> None:
@@ -60,10 +66,8 @@ class ServiceContext:
     async def on_credentials_changed(self, device_id: str, revoked: bool = False) -> None:
         """A unit was enrolled, re-keyed or revoked: drop cached credentials, cut a revoked unit off now."""
         self.auth.forget_device(device_id)
-        if self.broker is not None:
-            self.broker.credentials.forget(device_id)
-            if revoked:
-                await self.broker.disconnect(device_id)
+        if self.broker is not None and revoked:
+            await self.broker.revoke(device_id)
 
     def start(self) -> None:
         s = self.settings
@@ -82,4 +86,6 @@ class ServiceContext:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.turn is not None:
+            await self.turn.aclose()
         self.engine.dispose()

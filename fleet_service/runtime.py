@@ -73,7 +73,7 @@ async def start(settings: ServiceSettings) -> Running:
     broker = None
     if settings.embedded:
         broker, url = await start_embedded_broker(settings)
-        settings = settings.model_copy(update={"broker_url": url})
+        settings = settings.model_copy(update={"broker_url": url, "shared_subscriptions": False})
     app = create_app(settings, engine, broker)
     sock = _bind(settings.host, settings.http_port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3)

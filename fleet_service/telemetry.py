@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 LabelKey = tuple[tuple[str, str], ...]
 
@@ -17,6 +17,7 @@ class Registry:
         self._help: dict[str, tuple[str, str]] = {}
         self._values: dict[str, dict[LabelKey, float]] = defaultdict(dict)
         self._callbacks: dict[str, Callable[[], float]] = {}
+        self._collectors: list[Callable[[], Iterable[tuple[str, dict[str, str], float]]]] = []
 
     def describe(self, name: str, kind: str, text: str) -> None:
         self._help[name] = (kind, text)
@@ -34,6 +35,10 @@ class Registry:
     def gauge_callback(self, name: str, fn: Callable[[], float]) -> None:
         self._callbacks[name] = fn
 
+    def collector(self, fn: Callable[[], Iterable[tuple[str, dict[str, str], float]]]) -> None:
+        """Add series produced at scrape time by another component: (name, labels, value) triples."""
+        self._collectors.append(fn)
+
     def value(self, name: str, **labels: str) -> float:
         with self._lock:
             return self._values.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
@@ -46,6 +51,12 @@ class Registry:
             try:
                 snapshot[name] = {(): float(fn())}
             except Exception:  # a broken probe must not break the scrape
+                continue
+        for fn in self._collectors:
+            try:
+                for name, labels, value in fn():
+                    snapshot.setdefault(name, {})[tuple(sorted(labels.items()))] = float(value)
+            except Exception:
                 continue
         for name in sorted(set(snapshot) | set(self._help)):
             kind, text = self._help.get(name, ("untyped", ""))

@@ -1,0 +1,40 @@
+"""TURN credentials for units (Basic) and operators (token/session); the original shape kept for old units."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse
+
+from fleet_service.api.deps import CallerAny, Ctx
+from turn_service import TurnRateLimitError, TurnUpstreamError
+
+router = APIRouter(tags=["turn"])
+
+
+async def _issue(ctx, who, ttl: int | None):
+    if ctx.turn is None:
+        raise HTTPException(503, ctx.turn_off_reason or "TURN is not configured")
+    try:
+        return await ctx.turn.issue(who.label, ttl)
+    except TurnRateLimitError as exc:
+        raise HTTPException(429, "too many TURN credential requests; slow down",
+                            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}) from None
+    except TurnUpstreamError as exc:
+        raise HTTPException(502, str(exc)) from None
+
+
+@router.get("/api/turn-credentials")
+async def turn_credentials(ctx: Ctx, who: CallerAny,
+                           ttl: Annotated[int | None, Query(ge=1, description="seconds; clamped")] = None) -> Any:
+    creds = await _issue(ctx, who, ttl)
+    return JSONResponse(creds.to_api(), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/turn-credentials")
+async def turn_credentials_legacy(ctx: Ctx, who: CallerAny,
+                                  ttl: Annotated[int | None, Query(ge=1)] = None) -> Any:
+    creds = await _issue(ctx, who, ttl)
+    return JSONResponse(creds.to_legacy(), headers={"Cache-Control": "no-store"})

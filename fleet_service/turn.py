@@ -1,0 +1,60 @@
+"""TURN credentials inside the service: build the issuer from FLEET_TURN_* and export its counters."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from fleet_service.telemetry import Registry
+from turn_service import TurnConfigError, TurnIssuer, generate_secret, load_settings
+
+log = logging.getLogger(__name__)
+_LABELS = {
+    "turn_credentials_issued_total": "provider",
+    "turn_credentials_issued_by_identity_total": "identity",
+    "turn_errors_total": "kind",
+    "turn_upstream_requests_total": "operation",
+    "turn_upstream_errors_total": "reason",
+}
+
+
+def _stored_secret(data_dir: Path) -> str:
+    """Embedded mode: one generated coturn shared secret, kept in the data directory (mode 0600)."""
+    path = data_dir / "turn_secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = generate_secret()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    return secret
+
+
+def build_issuer(data_dir: Path, embedded: bool) -> tuple[TurnIssuer | None, str]:
+    """The issuer, or None and the reason TURN is off (shown to callers as a 503)."""
+    try:
+        provider = os.environ.get("FLEET_TURN_PROVIDER", "hmac").strip().lower() or "hmac"
+        if embedded and provider == "hmac" and not os.environ.get("FLEET_TURN_SECRETS", "").strip():
+            settings = load_settings(secrets=_stored_secret(data_dir))
+        else:
+            settings = load_settings()
+        return TurnIssuer(settings), ""
+    except TurnConfigError as exc:
+        log.warning("TURN credentials are off: %s", exc)
+        return None, f"TURN is not configured: {exc}"
+
+
+def register_metrics(registry: Registry, issuer: TurnIssuer) -> None:
+    for name in _LABELS:
+        registry.describe(f"fleet_{name}", "counter", name.replace("_", " "))
+
+    def collect() -> Iterable[tuple[str, dict[str, str], float]]:
+        for name, series in issuer.counters().items():
+            label = _LABELS.get(name, "key")
+            for key, value in series.items():
+                yield f"fleet_{name}", {label: key}, value
+
+    registry.collector(collect)
