@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +44,24 @@ class Running:
         return f"http://{host}:{self.http_port}"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after shutting down, which skips our own clean-up; stop gracefully instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,10 +73,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 async def start_embedded_broker(settings: ServiceSettings) -> tuple[Any, str]:
     """Start amqtt with our plugins on settings.mqtt_port; return it and the service's broker URL."""
-    from broker.server import EmbeddedBroker
-
     from broker.config import BrokerSettings
     from broker.credentials import SqlCredentialStore
+    from broker.server import EmbeddedBroker
 
     service_secret = settings.service_secret or secrets.token_urlsafe(32)
     broker_settings = BrokerSettings(mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port,
@@ -77,7 +97,7 @@ async def start(settings: ServiceSettings) -> Running:
     app = create_app(settings, engine, broker)
     sock = _bind(settings.host, settings.http_port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     running = Running(settings, app, sock.getsockname()[1], broker.port if broker else None, admin_token, broker,
                       server)
 
@@ -114,6 +134,7 @@ def announce(running: Running) -> None:
     if running.admin_token:
         print("fleet: first start - admin API token (shown once, store it now):", file=out)
         print(f"  {running.admin_token}", file=out)
+    print("fleet: ready (Ctrl-C stops)", file=out)
     out.flush()
 
 
@@ -121,3 +142,4 @@ async def serve_forever(settings: ServiceSettings) -> None:
     running = await start(settings)
     announce(running)
     await running.stopped.wait()
+    print("fleet: stopped", flush=True)
