@@ -25,9 +25,9 @@ def mosquitto_factory(tmp_path) -> Iterator:
         m.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """SQLAlchemy URL of a fresh PostgreSQL database for this test session."""
+    """SQLAlchemy URL of a fresh PostgreSQL database for this test, dropped afterwards."""
     reason = postgres_available()
     require(reason is None, reason or "")
     with FreshDatabase() as url:
