@@ -224,16 +224,17 @@ class FleetBroker(RoutingBroker):
             # Our own disconnect future: amqtt's handler resets its waiter, losing a DISCONNECT that
             # arrives while start() is still running.
             handler._disconnect_waiter = conn.disconnected
+            self._connections[cid] = conn  # closable (disconnect, watchdog) from the CONNACK on
             try:
                 await handler.mqtt_connack_authorize(True)
                 await handler.start()
             except BaseException:
+                del self._connections[cid]
                 abort(writer)
                 await self._stop_handler(handler)
                 raise
             session.transitions.connect()
             self._sessions[cid] = (session, handler)
-            self._connections[cid] = conn
             # No await since registering: queued messages go out before anything routed from now on.
             await self._publish_session_retained_messages(session)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=cid, client_session=session)

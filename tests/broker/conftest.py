@@ -84,7 +84,7 @@ class PlainBroker:
 @dataclass
 class Running:
     broker: EmbeddedBroker | PlainBroker
-    store: StaticCredentialStore
+    store: Any
     loop: LoopThread
 
     @property
@@ -136,9 +136,9 @@ def start_broker(unit_hashes: dict[str, str]) -> Iterator[Callable[..., Running]
     """Start a broker on a free port with the test units; `start_broker(**settings)` overrides settings."""
     started: list[Running] = []
 
-    def start(**overrides: Any) -> Running:
+    def start(credentials: Any = None, **overrides: Any) -> Running:
         loop = LoopThread()
-        store = StaticCredentialStore(SERVICE_SECRET, unit_hashes)
+        store = credentials or StaticCredentialStore(SERVICE_SECRET, unit_hashes)
         settings = load_settings(**{"mqtt_host": "127.0.0.1", "mqtt_port": 0, **overrides})
 
         async def make() -> EmbeddedBroker | PlainBroker:
