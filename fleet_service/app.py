@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
-from fleet_service.api.routes import commands, config, devices, events, system, telemetry, tokens, turn
+from fleet_service.api.routes import commands, config, devices, events, relay, system, telemetry, tokens, turn
 from fleet_service.config import ServiceSettings
 from fleet_service.context import ServiceContext
 from protocol import ProtocolError
@@ -36,7 +36,7 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: Any = None) ->
     app = FastAPI(title="Fleet", version="0.1.0", lifespan=lifespan,
                   description="Fleet manager for edge video recorders")
     app.state.ctx = ServiceContext.build(settings, engine, broker)
-    for module in (system, devices, telemetry, commands, config, events, tokens, turn):
+    for module in (system, devices, telemetry, commands, config, events, tokens, turn, relay):
         app.include_router(module.router)
     _install_limits_and_errors(app, settings)
     dashboard = resources.files("dashboard")

@@ -16,6 +16,7 @@ from fleet_service.ingest.link import MqttLink
 from fleet_service.ingest.persister import Outcome
 from fleet_service.ingest.pipeline import Ingest
 from fleet_service.presence import count_online, run_presence_sweeper
+from fleet_service.relay import RelayHub
 from fleet_service.security import Authenticator
 from fleet_service.telemetry import Registry, standard_registry
 from fleet_service.turn import build_issuer, register_metrics
@@ -35,6 +36,7 @@ class ServiceContext:
     ingest: Ingest
     dispatcher: Dispatcher
     broker: Any = None  # the embedded broker, when running in-process
+    relay: Any = None  # fleet_service.relay.RelayHub
     turn: Any = None  # turn_service.TurnIssuer, or None when TURN is not configured
     turn_off_reason: str = ""
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -54,6 +56,8 @@ class ServiceContext:
         ctx = cls(settings, engine, registry, bus, Authenticator(engine, settings.admin_token), link, ingest,
                   dispatcher, broker)
         ingest.listeners.append(ctx._on_outcome)
+        ctx.relay = RelayHub(link, registry)
+        ingest.relay_handler = ctx.relay.up
         ctx.turn, ctx.turn_off_reason = build_issuer(settings.data_dir, embedded=broker is not None)
         if ctx.turn is not None:
             register_metrics(registry, ctx.turn)

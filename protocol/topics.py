@@ -61,11 +61,16 @@ def parse(name: str) -> Topic:
 
 
 def service_filters(shared_group: str | None = None) -> list[str]:
-    """Subscriptions of the fleet service: everything units publish."""
-    filters = [f"{ROOT}/+/{k.value}" for k in sorted(UNIT_PUBLISHES, key=lambda k: k.value)]
+    """Subscriptions of the fleet service: everything units publish.
+
+    With `shared_group`, replicas share the ingest topics; relay messages stay unshared because every
+    replica must see them to reach the controllers connected to it.
+    """
+    ingest = sorted((k for k in UNIT_PUBLISHES if k is not Kind.RELAY_UP), key=lambda k: k.value)
+    filters = [f"{ROOT}/+/{k.value}" for k in ingest]
     if shared_group:
-        return [f"$share/{shared_group}/{f}" for f in filters]
-    return filters
+        filters = [f"$share/{shared_group}/{f}" for f in filters]
+    return [*filters, f"{ROOT}/+/{Kind.RELAY_UP.value}"]
 
 
 def unit_may_publish(device_id: str, name: str) -> bool:

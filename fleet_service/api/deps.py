@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlmodel import Session
+from starlette.requests import HTTPConnection
 
 from fleet_service.context import ServiceContext
 from fleet_service.models import Device
@@ -26,24 +27,27 @@ Ctx = Annotated[ServiceContext, Depends(get_ctx)]
 _UNAUTHORIZED = HTTPException(401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"})
 
 
-async def identify(request: Request, ctx: Ctx) -> Identity:
+async def authenticate(conn: HTTPConnection, ctx: ServiceContext) -> Identity | None:
     """Bearer token (operators), Basic device credentials (units), or the dashboard session cookie."""
-    header = request.headers.get("authorization", "")
+    header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
-    identity: Identity | None = None
     if scheme == "bearer" and value:
-        identity = await asyncio.to_thread(ctx.auth.bearer, value.strip())
-    elif scheme == "basic" and value:
+        return await asyncio.to_thread(ctx.auth.bearer, value.strip())
+    if scheme == "basic" and value:
         try:
             user, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise _UNAUTHORIZED from None
-        identity = await asyncio.to_thread(ctx.auth.device, user, secret)
-    else:
-        session_auth = getattr(request.app.state, "session_auth", None)
-        if session_auth is not None:
-            identity = await session_auth(request)
+            return None
+        return await asyncio.to_thread(ctx.auth.device, user, secret)
+    session_auth = getattr(conn.app.state, "session_auth", None)
+    if session_auth is not None:
+        return await session_auth(conn)
+    return None
+
+
+async def identify(request: Request, ctx: Ctx) -> Identity:
+    identity = await authenticate(request, ctx)
     if identity is None:
         raise _UNAUTHORIZED
     request.state.identity = identity
