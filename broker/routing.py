@@ -15,7 +15,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from amqtt.broker import Broker
+from amqtt.broker import Broker, RetainedApplicationMessage
 from amqtt.contexts import Action, BrokerConfig
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.constants import QOS_0
@@ -23,6 +23,7 @@ from amqtt.plugins.base import BaseTopicPlugin
 from amqtt.session import ApplicationMessage, OutgoingApplicationMessage, Session
 
 from broker.limits import LogThrottle
+from broker.outbox import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,20 @@ class RoutingBroker(Broker):
             qos = sub_qos if publish_qos is None else min(publish_qos, sub_qos)
             if not await self._topic_filtering(session, topic, Action.RECEIVE):
                 continue
-            if session.transitions.state != "connected":
-                if not session.clean_session and qos > QOS_0 and not session.is_anonymous:
-                    await self._retain_broadcast_message(broadcast, qos, session)
+            if session.transitions.state == "connected" and self._send(session, Outgoing(topic, data, qos)):
                 continue
-            handler = self._get_handler(session)
-            if handler is not None:
-                running_tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False)))
+            if not session.clean_session and qos > QOS_0 and not session.is_anonymous:
+                self._queue_offline(session, Outgoing(topic, data, qos))
+
+    def _send(self, session: Session, message: Outgoing) -> bool:
+        """Hand a message to a connected session; False when it cannot take it now."""
+        handler = self._get_handler(session)
+        if handler is None:
+            return False
+        self._tasks_queue.append(
+            asyncio.ensure_future(handler.mqtt_publish(message.topic, message.data, message.qos, message.retain))
+        )
+        return True
 
     def _matching_subscriptions(self, topic: str) -> list[tuple[str, list[tuple[Session, int]], bool]]:
         found = []
@@ -198,8 +206,7 @@ class RoutingBroker(Broker):
         self, subscription: tuple[str, int], session: Session
     ) -> None:
         topic_filter, sub_qos = subscription
-        handler = self._get_handler(session)
-        if handler is None or topic_filter.startswith(SHARE_PREFIX):
+        if topic_filter.startswith(SHARE_PREFIX):
             return  # shared subscriptions get no retained messages (as in MQTT 5)
         if has_wildcard(topic_filter):
             candidates = [m for t, m in self._retained_messages.items() if self._matches(t, topic_filter)]
@@ -209,24 +216,26 @@ class RoutingBroker(Broker):
             if not await self._topic_filtering(session, message.topic, Action.RECEIVE):
                 continue
             qos = sub_qos if message.qos is None else min(sub_qos, message.qos)
-            self._tasks_queue.append(
-                asyncio.ensure_future(handler.mqtt_publish(message.topic, message.data, qos, retain=True))
-            )
+            self._send(session, Outgoing(message.topic, message.data, qos, retain=True))
 
-    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> None:
-        queue = target_session.retained_messages
+    def _queue_offline(self, session: Session, message: Outgoing) -> None:
+        """Keep a QoS>0 message for a disconnected persistent session, dropping the oldest beyond the limit."""
+        queue = session.retained_messages
         if queue.qsize() >= self._max_queued:
             queue.get_nowait()
-            if self._log_throttle.allow((target_session.client_id, "queue")):
+            if self._log_throttle.allow((session.client_id, "queue")):
                 log.warning("offline queue of %s is full (%d); dropping its oldest messages",
-                            target_session.client_id, self._max_queued)
-        await super()._retain_broadcast_message(broadcast, qos, target_session)
+                            session.client_id, self._max_queued)
+        queue.put_nowait(RetainedApplicationMessage(None, message.topic, message.data, message.qos))
+
+    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> None:
+        self._queue_offline(target_session, Outgoing(broadcast["topic"], broadcast["data"], qos))
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
-        """Replay what was queued while the session was offline, in order, as ordinary (not retained) messages."""
-        handler = self._get_handler(session)
-        while handler is not None and not session.retained_messages.empty():
-            message = session.retained_messages.get_nowait()
-            self._tasks_queue.append(
-                asyncio.ensure_future(handler.mqtt_publish(message.topic, message.data, message.qos, retain=False))
-            )
+        """Send what was queued while the session was offline, in order, as ordinary (not retained) messages."""
+        queue = session.retained_messages
+        while not queue.empty():
+            message = queue.get_nowait()
+            if not self._send(session, Outgoing(message.topic, message.data, message.qos or QOS_0)):
+                log.warning("could not hand queued messages to %s", session.client_id)
+                return

@@ -130,6 +130,7 @@ class EmbeddedBroker:
             max_payload_bytes=s.max_payload_bytes,
             max_packet_bytes=s.max_packet_bytes,
             max_queued_messages=s.max_queued_messages,
+            max_inflight_messages=s.max_inflight_messages,
             keepalive_factor=s.keepalive_factor,
             connect_timeout_s=s.connect_timeout_s,
         )

@@ -31,6 +31,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
+from broker.outbox import Outbox, Outgoing
 from broker.plugins import REFUSAL, principal_of
 from broker.routing import RoutingBroker
 from broker.wire import ActivityReader, PacketTooLarge, abort
@@ -51,6 +52,7 @@ class Connection:
     handler: BrokerProtocolHandler
     reader: ActivityReader
     writer: WriterAdapter
+    outbox: Outbox
     publish_will: bool = True
     closing: bool = False
     graceful: bool = False
@@ -99,12 +101,14 @@ class FleetBroker(RoutingBroker):
         max_payload_bytes: int,
         max_packet_bytes: int,
         max_queued_messages: int,
+        max_inflight_messages: int = 1000,
         keepalive_factor: float = 1.5,
         connect_timeout_s: float = 10.0,
         watchdog_interval_s: float = 0.25,
     ) -> None:
         super().__init__(config, max_payload_bytes=max_payload_bytes, max_queued_messages=max_queued_messages)
         self._max_packet = max_packet_bytes
+        self._max_inflight = max_inflight_messages
         self._keepalive_factor = keepalive_factor
         self._connect_timeout = connect_timeout_s
         self._watchdog_interval = watchdog_interval_s
@@ -220,7 +224,8 @@ class FleetBroker(RoutingBroker):
                     await asyncio.wait_for(old.done.wait(), 15)
             session = await self._adopt(session)
             handler.attach(session, reader, writer)
-            conn = Connection(cid, session, handler, reader, writer)
+            outbox = Outbox(handler, cid, window=self._max_inflight, limit=self._max_queued)
+            conn = Connection(cid, session, handler, reader, writer, outbox)
             # Our own disconnect future: amqtt's handler resets its waiter, losing a DISCONNECT that
             # arrives while start() is still running.
             handler._disconnect_waiter = conn.disconnected
@@ -233,6 +238,7 @@ class FleetBroker(RoutingBroker):
                 abort(writer)
                 await self._stop_handler(handler)
                 raise
+            outbox.start()
             session.transitions.connect()
             self._sessions[cid] = (session, handler)
             # No await since registering: queued messages go out before anything routed from now on.
@@ -256,6 +262,12 @@ class FleetBroker(RoutingBroker):
         existing.attributes.update(incoming.attributes)
         existing.parent = 1
         return existing
+
+    def _send(self, session: Session, message: Outgoing) -> bool:
+        conn = self._connections.get(session.client_id or "")
+        if conn is None or conn.session is not session:
+            return False
+        return conn.outbox.put(message)
 
     # ---- connected ------------------------------------------------------------------------------
 
@@ -302,6 +314,11 @@ class FleetBroker(RoutingBroker):
                 await asyncio.wait_for(self._stop_handler(conn.handler), 5)
             except TimeoutError:
                 abort(conn.writer)
+            unacknowledged = await conn.outbox.close()
+            if not session.clean_session:  # kept, in order, for the session's next connection
+                for outgoing in unacknowledged:
+                    if outgoing.qos > 0:
+                        self._queue_offline(session, outgoing)
             backlog = [conn.leftover] if conn.leftover is not None else []
             while not session.delivered_message_queue.empty():
                 backlog.append(session.delivered_message_queue.get_nowait())

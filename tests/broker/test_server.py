@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -70,6 +71,26 @@ def test_persistent_service_session_gets_what_was_queued_while_away(start_broker
     assert service.connect_full("svc-persist", SERVICE_USERNAME, SERVICE_SECRET, clean=False) == (True, 0)
     got = service.messages(1.0)
     assert [(m.payload, m.retain) for m in got] == [(b"2", False), (b"3", False), (b"4", False)]  # oldest dropped
+
+
+def test_unacknowledged_messages_stay_in_a_bounded_window_and_survive_a_drop(start_broker):
+    running = start_broker(max_inflight_messages=5)
+    service = running.wire("svc-persist", clean=False)
+    assert service.subscribe("fleet/+/logs") == [1]
+    service.auto_ack = False
+    unit = running.wire("u1")
+    for n in range(20):
+        unit.publish("fleet/u1/logs", str(n).encode(), qos=1)
+    first = service.messages(1.0)
+    assert [m.payload for m in first] == [str(n).encode() for n in range(5)]  # the window, unacknowledged
+    service.ack(first[0].packet_id)
+    assert [m.payload for m in service.messages(0.5)] == [b"5"]  # one acknowledged, one more sent
+    service.close()  # dropped with 5 unacknowledged and 14 waiting
+    time.sleep(0.3)
+    service = WireClient(running.port)
+    assert service.connect_full("svc-persist", SERVICE_USERNAME, SERVICE_SECRET, clean=False) == (True, 0)
+    got = [int(m.payload) for m in service.messages(1.5)]
+    assert got == list(range(1, 20))
 
 
 def test_shared_subscription_delivers_each_message_to_one_member(start_broker):

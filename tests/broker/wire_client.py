@@ -19,6 +19,7 @@ class Received:
     payload: bytes
     qos: int
     retain: bool
+    packet_id: int | None = None
 
 
 class BrokerClosed(ConnectionError):
@@ -77,6 +78,7 @@ class WireClient:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.timeout = timeout
         self.inbox: list[Received] = []
+        self.auto_ack = True  # PUBACK every QoS 1 PUBLISH as it arrives
         self._buf = b""
         self._packet_id = 0
 
@@ -175,10 +177,15 @@ class WireClient:
         (tlen,) = struct.unpack("!H", body[:2])
         topic = body[2 : 2 + tlen].decode()
         rest = body[2 + tlen :]
+        pid = None
         if qos:
-            pid, rest = rest[:2], rest[2:]
-            self.sock.sendall(packet(PUBACK, 0, pid))
-        self.inbox.append(Received(topic, rest, qos, bool(flags & 1)))
+            (pid,), rest = struct.unpack("!H", rest[:2]), rest[2:]
+            if self.auto_ack:
+                self.ack(pid)
+        self.inbox.append(Received(topic, rest, qos, bool(flags & 1), pid))
+
+    def ack(self, packet_id: int) -> None:
+        self.sock.sendall(packet(PUBACK, 0, struct.pack("!H", packet_id)))
 
     def _read_packet(self, timeout: float) -> tuple[int, int, bytes]:
         """One whole packet; on timeout nothing is consumed, so a later call resumes cleanly."""
