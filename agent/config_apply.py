@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ MAX_CONFIG_BYTES = 256 * 1024
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write + fsync a temp file in the same directory, rename it over `path`, fsync the directory."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -25,7 +25,9 @@ _UNIT_NAME = re.compile(r"^[A-Za-z0-9@._:\\-]{1,255}$")
 def add_install_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default="/", help="install below this directory (for images and tests)")
     parser.add_argument("--user", default="fleet-agent", help="system user the agent runs as")
-    parser.add_argument("--exec", dest="exec_path", default=None, help="path of the `fleet` executable to run")
+    parser.add_argument("--exec", dest="exec_path", default=None,
+                        help="command line that starts the agent (default: this Python with -m agent, which loads "
+                             "only the agent's modules; `/path/to/fleet agent` works too)")
     parser.add_argument("--privilege", choices=("sudo", "polkit"), default="sudo",
                         help="how the agent may restart units and reboot: a sudoers rule (default) or a polkit rule")
     parser.add_argument("--no-start", action="store_true", help="write files only; do not enable or start")
@@ -40,7 +42,7 @@ def run_install(args: argparse.Namespace) -> int:
             values,
             root=Path(args.root),
             user=args.user,
-            exec_path=args.exec_path or shutil.which("fleet") or f"{sys.prefix}/bin/fleet",
+            exec_path=args.exec_path or f"{sys.executable} -m agent",
             privilege=args.privilege,
             start=not args.no_start,
         )
@@ -143,7 +145,7 @@ User={user}
 Group={user}
 SupplementaryGroups=systemd-journal adm
 # The agent reads the secret from $CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME}; the file itself stays root-only.
-ExecStart={exec_path} agent --config {CONFIG_DIR}/agent.toml
+ExecStart={exec_path} --config {CONFIG_DIR}/agent.toml
 LoadCredential={CREDENTIAL_NAME}:{CONFIG_DIR}/secret
 Environment=PYTHONUNBUFFERED=1 {git_safe}
 Restart=always

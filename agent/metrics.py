@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,6 +163,8 @@ class Probe:
                 return None
             return self._plugin_json(outcome.output)
         if s.plugin_url:
+            import urllib.request  # only agents with a plugin URL pay for urllib
+
             try:
                 with urllib.request.urlopen(s.plugin_url, timeout=s.plugin_timeout) as resp:
                     return self._plugin_json(resp.read(256 * 1024).decode("utf-8", "replace"))

@@ -7,7 +7,7 @@ import signal
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.commands import CommandLedger, CommandRunner, Done, check_ref
@@ -15,7 +15,6 @@ from agent.config import AgentSettings
 from agent.config_apply import ConfigApplier
 from agent.connection import Connection, Hooks
 from agent.errors import CommandError
-from agent.logs_follow import FileFollower, JournalFollower, LogPump
 from agent.metrics import Probe, boot_id
 from agent.outbox import Outbox
 from agent.process import Outcome, run_command
@@ -26,6 +25,9 @@ from protocol.errors import ProtocolError
 from protocol.ids import now_ms
 from protocol.payloads import Birth, CommandResult, ConfigDesired, ConfigReported, decode, encode
 from protocol.topics import Kind, parse, topic
+
+if TYPE_CHECKING:
+    from agent.logs_follow import FileFollower, JournalFollower, LogPump
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +52,17 @@ class Agent:
         self.sender = OutboxSender(self.outbox, self.connection, self._topic(Kind.LOGS), settings.log_batch_records)
         self.connection.hooks.on_published = self.sender.on_published
         self.probe = Probe(settings, lambda: (__version__, self.software_version))
-        self.pump = LogPump(self.outbox, settings.log_batch_records, settings.log_batch_interval)
-        self.journal = (
-            JournalFollower(settings.journal_command, settings.log_unit, self.pump, self.outbox)
-            if settings.log_unit else None
-        )
-        self.files = (
-            FileFollower(settings.log_file, self.pump, self.outbox, settings.file_poll_interval)
-            if settings.log_file else None
-        )
+        self.pump: LogPump | None = None
+        self.journal: JournalFollower | None = None
+        self.files: FileFollower | None = None
+        if settings.log_unit or settings.log_file:  # imported only when there is something to follow
+            from agent.logs_follow import FileFollower, JournalFollower, LogPump
+
+            self.pump = LogPump(self.outbox, settings.log_batch_records, settings.log_batch_interval)
+            if settings.log_unit:
+                self.journal = JournalFollower(settings.journal_command, settings.log_unit, self.pump, self.outbox)
+            if settings.log_file:
+                self.files = FileFollower(settings.log_file, self.pump, self.outbox, settings.file_poll_interval)
         self.updater = Updater(settings, self.restart_units)
         self.configs = ConfigApplier(settings, self.store, self.restart_units, self._report_config)
         self.commands = CommandRunner(
@@ -88,8 +92,7 @@ class Agent:
                  self.settings.broker_url, self.software_version or "unknown")
         self.commands.start()
         self.sender.start()
-        self.pump.start()
-        for follower in (self.journal, self.files):
+        for follower in (self.pump, self.journal, self.files):
             if follower is not None:
                 follower.start()
         self._spawn(self._heartbeats, "agent-heartbeat")
@@ -104,10 +107,9 @@ class Agent:
         self._started = False
         self._stopping.set()
         self._heartbeat_now.set()
-        for follower in (self.journal, self.files):
+        for follower in (self.journal, self.files, self.pump):
             if follower is not None:
                 follower.stop(timeout)
-        self.pump.stop(timeout)
         self.commands.stop(timeout)
         self.connection.stop(clean=clean, timeout=timeout)
         self.sender.stop(timeout)

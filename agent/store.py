@@ -31,6 +31,7 @@ class Store:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA cache_size=-512")  # 512 KiB: the queue is read in order, a big cache buys nothing
         self._db.executescript(_SCHEMA)
 
     @contextmanager

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-
-import git
+from typing import TYPE_CHECKING
 
 from agent.config import AgentSettings
 from agent.errors import UpdateError
-from agent.process import Outcome, run_command
+from agent.process import Outcome, run, run_command
+
+if TYPE_CHECKING:
+    import git
+
+# GitPython (and urllib) are imported only when an update runs: they would add ~10 MB to an idle agent.
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +26,11 @@ def describe(repo_path: Path | None) -> str:
     """The software version of a checkout (`git describe --tags --always --dirty`), or "" when unknown."""
     if repo_path is None:
         return ""
-    try:
-        return git.Repo(repo_path).git.describe("--tags", "--always", "--dirty")[:128]
-    except (git.GitError, OSError, ValueError) as exc:
-        log.debug("cannot describe %s: %s", repo_path, exc)
+    outcome = run(["git", "-C", str(repo_path), "describe", "--tags", "--always", "--dirty"], timeout=10)
+    if not outcome.ok:
+        log.debug("cannot describe %s: %s", repo_path, outcome.output.strip())
         return ""
+    return outcome.output.strip()[:128]
 
 
 def check_health(settings: AgentSettings, units: list[str], timeout: float) -> tuple[bool, str]:
@@ -45,6 +47,9 @@ def check_health(settings: AgentSettings, units: list[str], timeout: float) -> t
 
 
 def _health_problems(settings: AgentSettings, units: list[str], timeout: float) -> list[str]:
+    import urllib.error
+    import urllib.request
+
     problems = []
     for unit in units:
         outcome = run_command(settings.check_command, min(timeout, 10.0), unit=unit)
@@ -70,6 +75,8 @@ class Updater:
         self.restart_units = restart_units
 
     def update(self, ref: str) -> str:
+        import git
+
         s = self.settings
         if s.repo is None:
             raise UpdateError("no repo configured on this unit")
@@ -101,12 +108,16 @@ class Updater:
 
     @staticmethod
     def _open(path: Path) -> git.Repo:
+        import git
+
         try:
             return git.Repo(path)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise UpdateError(f"{path} is not a git checkout") from None
 
     def _fetch(self, repo: git.Repo, steps: list[str]) -> None:
+        import git
+
         if not repo.remotes:
             steps.append("no remote configured; using local refs")
             return
@@ -120,6 +131,8 @@ class Updater:
 
     @staticmethod
     def _resolve(repo: git.Repo, ref: str) -> str:
+        import git
+
         remotes = [r.name for r in repo.remotes]
         candidates = [f"refs/remotes/{r}/{ref}" for r in remotes] + [f"refs/tags/{ref}", ref]
         for name in candidates:
@@ -146,6 +159,8 @@ class Updater:
         return None if healthy else f"health check failed: {detail}"
 
     def _rollback(self, repo: git.Repo, previous: str, branch: str | None, steps: list[str]) -> None:
+        import git
+
         try:
             # Force: the hook may have changed tracked files; the previous commit is the known-good state.
             repo.git.checkout("--force", "--detach", previous)
@@ -160,6 +175,8 @@ class Updater:
 
 
 def _git_message(exc: Exception) -> str:
+    import git
+
     if isinstance(exc, git.GitCommandError):
         return (exc.stderr or str(exc)).strip().replace("stderr: ", "")[-500:]
     return str(exc)

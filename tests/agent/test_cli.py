@@ -77,7 +77,7 @@ def test_install_writes_config_secret_hardened_unit_and_a_narrow_sudoers_rule(tm
     proc = fleet("agent", "install", "--root", str(tmp_path), "--device-id", "unit-7", "--secret", "s3cret-value",
                  "--broker-url", "mqtts://fleet.example:8883", "--unit", "recorder.service", "--unit", "web.service",
                  "--repo", "/opt/recorder", "--app-config-path", "/etc/recorder/config.json",
-                 "--heartbeat-interval", "20", "--exec", "/opt/fleet-agent/venv/bin/fleet")
+                 "--heartbeat-interval", "20", "--exec", "/opt/fleet-agent/venv/bin/fleet agent")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     etc = tmp_path / "etc"
@@ -110,10 +110,11 @@ def test_install_writes_config_secret_hardened_unit_and_a_narrow_sudoers_rule(tm
 
 def test_install_with_polkit_keeps_no_new_privileges(tmp_path):
     proc = fleet("agent", "install", "--root", str(tmp_path), "--device-id", "unit-7", "--secret", "x",
-                 "--unit", "recorder.service", "--privilege", "polkit", "--exec", "/usr/bin/fleet")
+                 "--unit", "recorder.service", "--privilege", "polkit")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     unit = (tmp_path / "etc/systemd/system/fleet-agent.service").read_text().splitlines()
+    assert f"ExecStart={sys.executable} -m agent --config /etc/fleet-agent/agent.toml" in unit
     assert "NoNewPrivileges=yes" in unit and "CapabilityBoundingSet=" in unit
     rules = (tmp_path / "etc/polkit-1/rules.d/50-fleet-agent.rules").read_text()
     assert '["recorder.service"]' in rules and "restart" in rules
