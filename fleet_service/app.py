@@ -13,9 +13,26 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
-from fleet_service.api.routes import commands, config, devices, events, relay, system, telemetry, tokens, turn
+from fleet_service.api.routes import (
+    audit,
+    auth,
+    claims,
+    commands,
+    config,
+    devices,
+    events,
+    relay,
+    system,
+    telemetry,
+    tokens,
+    turn,
+    users,
+)
+from fleet_service.audit import AuditMiddleware
+from fleet_service.body_limit import BodyLimitMiddleware
 from fleet_service.config import ServiceSettings
 from fleet_service.context import ServiceContext
+from fleet_service.websessions import SessionAuth
 from protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -36,8 +53,13 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: Any = None) ->
     app = FastAPI(title="Fleet", version="0.1.0", lifespan=lifespan,
                   description="Fleet manager for edge video recorders")
     app.state.ctx = ServiceContext.build(settings, engine, broker)
-    for module in (system, devices, telemetry, commands, config, events, tokens, turn, relay):
+    # claims before devices: `POST /api/devices/claim` is a route of its own, not a unit called "claim"
+    for module in (system, auth, claims, devices, telemetry, commands, config, events, tokens, turn, relay, users,
+                   audit):
         app.include_router(module.router)
+    app.state.session_auth = SessionAuth(app.state.ctx.sessions)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(AuditMiddleware, engine=engine)
     _install_limits_and_errors(app, settings)
     dashboard = resources.files("dashboard")
     app.mount("/", StaticFiles(directory=str(dashboard), html=True), name="dashboard")
@@ -48,12 +70,8 @@ def _install_limits_and_errors(app: FastAPI, settings: ServiceSettings) -> None:
     registry = app.state.ctx.registry
 
     @app.middleware("http")
-    async def limit_and_count(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_request_bytes:
-            response = JSONResponse({"detail": f"request body over {settings.max_request_bytes} bytes"}, 413)
-        else:
-            response = await call_next(request)
+    async def count(request: Request, call_next):
+        response = await call_next(request)
         registry.inc("fleet_http_requests_total", code=f"{response.status_code // 100}xx")
         return response
 

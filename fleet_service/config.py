@@ -38,11 +38,28 @@ class ServiceSettings(BaseSettings):
     events_buffer: int = 10_000
     max_request_bytes: int = 1_048_576
 
+    # security (issue 5): dashboard sessions, brute-force limits, a managed Mosquitto
+    cookie_secure: bool = False  # Secure cookie even on plain HTTP (set it behind a TLS-terminating proxy)
+    session_idle_s: int = 8 * 3600
+    session_max_age_s: int = 7 * 24 * 3600
+    auth_window_s: float = 300.0  # failed logins/unit auths are counted over this window
+    auth_failures_per_user: int = 5  # failed logins per username in the window, then 429
+    auth_failures_per_source: int = 20  # failed logins / unit auths / claims per source IP, then 429
+    mosquitto_password_file: Path | None = None  # managed Mosquitto: the service writes these two files
+    mosquitto_acl_file: Path | None = None
+    mosquitto_pid_file: Path | None = None  # ... and sends SIGHUP to this PID to reload them
+
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSettings:
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'fleet.db').resolve()}"
+        if (self.mosquitto_password_file is None) != (self.mosquitto_acl_file is None):
+            raise ValueError("FLEET_MOSQUITTO_PASSWORD_FILE and FLEET_MOSQUITTO_ACL_FILE go together")
         return self
+
+    @property
+    def mosquitto_managed(self) -> bool:
+        return self.mosquitto_password_file is not None and self.mosquitto_acl_file is not None
 
     @property
     def embedded(self) -> bool:

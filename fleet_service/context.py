@@ -15,11 +15,14 @@ from fleet_service.events import EventBus
 from fleet_service.ingest.link import MqttLink
 from fleet_service.ingest.persister import Outcome
 from fleet_service.ingest.pipeline import Ingest
+from fleet_service.mosquitto_admin import MosquittoFiles, MosquittoManager
 from fleet_service.presence import count_online, run_presence_sweeper
+from fleet_service.ratelimit import AuthLimits
 from fleet_service.relay import RelayHub
 from fleet_service.security import Authenticator
 from fleet_service.telemetry import Registry, standard_registry
 from fleet_service.turn import build_issuer, register_metrics
+from fleet_service.websessions import SessionStore
 from protocol.topics import service_filters
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,9 @@ class ServiceContext:
     relay: Any = None  # fleet_service.relay.RelayHub
     turn: Any = None  # turn_service.TurnIssuer, or None when TURN is not configured
     turn_off_reason: str = ""
+    limits: AuthLimits | None = None  # failed-credential budgets (issue 5)
+    sessions: SessionStore | None = None  # dashboard login sessions
+    mosquitto: MosquittoManager | None = None  # a Mosquitto whose password/ACL files this service manages
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
@@ -61,6 +67,13 @@ class ServiceContext:
         ctx.turn, ctx.turn_off_reason = build_issuer(settings.data_dir, embedded=broker is not None)
         if ctx.turn is not None:
             register_metrics(registry, ctx.turn)
+        ctx.limits = AuthLimits(settings.auth_failures_per_user, settings.auth_failures_per_source,
+                                settings.auth_window_s)
+        ctx.sessions = SessionStore(engine, settings.session_idle_s, settings.session_max_age_s)
+        if settings.mosquitto_managed and broker is None:
+            ctx.mosquitto = MosquittoManager(MosquittoFiles.from_settings(settings, engine))
+            registry.gauge_callback("fleet_mosquitto_reloads_total", lambda: ctx.mosquitto.files.reloads)
+            registry.gauge_callback("fleet_mosquitto_sync_failures_total", lambda: ctx.mosquitto.files.failures)
         return ctx
 
     async def _on_outcome(self, outcome: Outcome) -> None:
@@ -72,6 +85,8 @@ class ServiceContext:
         self.auth.forget_device(device_id)
         if self.broker is not None and revoked:
             await self.broker.revoke(device_id)
+        if self.mosquitto is not None:
+            await self.mosquitto.apply()  # rewrites the password file and reloads: the old secret stops working
 
     def start(self) -> None:
         s = self.settings
@@ -84,6 +99,8 @@ class ServiceContext:
                 name="presence-sweeper",
             ),
         ]
+        if self.mosquitto is not None:
+            self.tasks.append(asyncio.create_task(self.mosquitto.run(), name="mosquitto-files"))
 
     async def stop(self) -> None:
         await self.ingest.drain(timeout=5)

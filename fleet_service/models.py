@@ -141,6 +141,73 @@ class ApiToken(SQLModel, table=True):
     revoked: bool = False
 
 
+# === control plane (issue 4): rollouts and group config ======================================================
+# Migration: migrations/versions/0002_control_plane.py. A rollout keeps all its state here so a restarted
+# service (or another replica) continues it; per-unit progress is the state of the command sent to the unit.
+
+
+class Rollout(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(default="", max_length=200)
+    command: str = Field(max_length=32)
+    args: dict[str, Any] = _json(dict)
+    ttl_s: int = 3600
+    timeout_s: int | None = None
+    target: dict[str, Any] = _json(dict)  # {"tag": T} or {"device_ids": [...]}, as asked
+    batch_size: int
+    batches: int
+    pause_s: float = 0.0
+    abort_threshold: float = 1.0  # abort when failed / decided exceeds it
+    state: str = Field(default="running", max_length=16, index=True)  # running|paused|completed|aborted|canceled
+    dispatched_batches: int = 0
+    next_batch_at: int | None = _ms(default=None, nullable=True)  # earliest start of the next batch
+    reason: str = ""
+    revision: int = 0  # bumped by every decision: two replicas never both act on the same state
+    created_at: int = _ms()
+    updated_at: int = _ms()
+    finished_at: int | None = _ms(default=None, nullable=True)
+    created_by: str = Field(default="", max_length=120)
+
+
+class RolloutUnit(SQLModel, table=True):
+    __tablename__ = "rollout_unit"
+    __table_args__ = (Index("ix_rollout_unit_batch", "rollout_id", "batch"),)
+
+    rollout_id: str = Field(primary_key=True, max_length=32)
+    device_id: str = Field(primary_key=True, max_length=63)
+    position: int
+    batch: int
+    state: str = Field(default="pending", max_length=16)  # pending | dispatched (see the command) | canceled
+    command_id: str | None = Field(default=None, max_length=64)
+    updated_at: int = _ms()
+
+
+class ConfigGroup(SQLModel, table=True):
+    """Config defaults for every unit carrying `tag`."""
+
+    __tablename__ = "config_group"
+
+    tag: str = Field(primary_key=True, max_length=64)
+    config: dict[str, Any] = _json(dict)
+    priority: int = 0  # merged in order of (priority, tag): a higher priority wins
+    version: int = 1
+    updated_at: int = _ms()
+    updated_by: str = Field(default="", max_length=120)
+
+
+class DeviceConfig(SQLModel, table=True):
+    """A unit's own config, merged over its groups' defaults into `Device.desired_config`."""
+
+    __tablename__ = "device_config"
+
+    device_id: str = Field(primary_key=True, max_length=63)
+    config: dict[str, Any] = _json(dict)
+    updated_at: int = _ms()
+
+
+# === end of control plane section ============================================================================
+
+
 # --- public shapes -------------------------------------------------------------------------------------------
 
 
@@ -208,3 +275,97 @@ def command_public(c: Command) -> dict[str, Any]:
         "created_by": c.created_by,
         "rollout_id": c.rollout_id,
     }
+
+
+# === security (issue 5): operators, browser sessions, audit log, claim tokens, broker password entries ========
+# Migration: migrations/versions/0003_security.py. Secrets never sit here in plain text.
+
+
+class User(SQLModel, table=True):
+    """A dashboard/API operator; the password is stored as a salted slow hash."""
+
+    __tablename__ = "fleet_user"  # `user` is a reserved word in PostgreSQL
+
+    id: str = Field(primary_key=True, max_length=32)
+    username: str = Field(max_length=64, unique=True)
+    role: str = Field(max_length=16)
+    password_hash: str = Field(max_length=200)
+    created_at: int = _ms()
+    password_changed_at: int = _ms()
+    last_login_at: int | None = _ms(default=None, nullable=True)
+
+
+class WebSession(SQLModel, table=True):
+    """A dashboard login; `id` is the SHA-256 of the cookie value, so the table alone cannot log anyone in."""
+
+    __tablename__ = "web_session"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=32, index=True)
+    created_at: int = _ms()
+    last_seen_at: int = _ms()
+    expires_at: int = _ms(index=True)
+    source_ip: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=200)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One state-changing API call: who, what, on which target, when, with which result."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (Index("ix_audit_ts", "ts"), Index("ix_audit_target_ts", "target", "ts"))
+
+    id: int | None = Field(default=None, sa_type=BIG_ID, primary_key=True)
+    ts: int = _ms()
+    actor: str = Field(max_length=120)
+    role: str = Field(default="", max_length=16)
+    method: str = Field(max_length=8)
+    route: str = Field(max_length=200)
+    path: str = Field(max_length=300)
+    target: str = Field(default="", max_length=120)
+    status: int
+    source_ip: str = Field(default="", max_length=64)
+
+
+class ClaimToken(SQLModel, table=True):
+    """A one-time token a unit presents at install time to enroll itself (no admin token on the unit)."""
+
+    __tablename__ = "claim_token"
+
+    id: str = Field(primary_key=True, max_length=32)
+    fingerprint: str = Field(max_length=64, unique=True)
+    tags: list[str] = _json(list)
+    created_at: int = _ms()
+    expires_at: int = _ms()
+    created_by: str = Field(default="", max_length=120)
+    used_at: int | None = _ms(default=None, nullable=True)
+    device_id: str | None = Field(default=None, max_length=63)
+
+
+class BrokerCredential(SQLModel, table=True):
+    """A unit's secret in Mosquitto's own password-file hash format, so a managed Mosquitto can be re-synced."""
+
+    __tablename__ = "broker_credential"
+
+    device_id: str = Field(primary_key=True, max_length=63)
+    password_hash: str = Field(max_length=200)
+    updated_at: int = _ms()
+
+
+def user_public(u: User) -> dict[str, Any]:
+    return {"id": u.id, "username": u.username, "role": u.role, "created_at": iso(u.created_at),
+            "password_changed_at": iso(u.password_changed_at), "last_login_at": iso(u.last_login_at)}
+
+
+def audit_public(a: AuditEntry) -> dict[str, Any]:
+    return {"id": a.id, "ts": a.ts, "time": iso(a.ts), "actor": a.actor, "role": a.role, "method": a.method,
+            "route": a.route, "path": a.path, "target": a.target, "status": a.status, "source_ip": a.source_ip}
+
+
+def claim_token_public(c: ClaimToken, now: int) -> dict[str, Any]:
+    state = "used" if c.used_at is not None else ("expired" if c.expires_at <= now else "open")
+    return {"id": c.id, "tags": c.tags, "created_at": iso(c.created_at), "expires_at": iso(c.expires_at),
+            "created_by": c.created_by, "state": state, "used_at": iso(c.used_at), "device_id": c.device_id}
+
+
+# === end of security section =================================================================================

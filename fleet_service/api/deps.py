@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
@@ -16,6 +17,9 @@ from starlette.requests import HTTPConnection
 from fleet_service.context import ServiceContext
 from fleet_service.models import Device
 from fleet_service.security import Identity, role_allows
+from protocol.ids import is_device_id
+
+log = logging.getLogger(__name__)
 
 
 def get_ctx(request: Request) -> ServiceContext:
@@ -27,19 +31,43 @@ Ctx = Annotated[ServiceContext, Depends(get_ctx)]
 _UNAUTHORIZED = HTTPException(401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"})
 
 
+def source_ip(conn: HTTPConnection) -> str:
+    """The caller's address (the proxy's X-Forwarded-For when uvicorn trusts it, see FORWARDED_ALLOW_IPS)."""
+    return conn.client.host if conn.client else ""
+
+
 async def authenticate(conn: HTTPConnection, ctx: ServiceContext) -> Identity | None:
-    """Bearer token (operators), Basic device credentials (units), or the dashboard session cookie."""
+    """Bearer token (operators), Basic device credentials (units), or the dashboard session cookie.
+
+    Failed bearer/Basic credentials count against the caller's source address; past the budget an HTTP
+    request gets 429 (a WebSocket is simply refused) before any secret is checked.
+    """
     header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
-    if scheme == "bearer" and value:
-        return await asyncio.to_thread(ctx.auth.bearer, value.strip())
-    if scheme == "basic" and value:
-        try:
-            user, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return await asyncio.to_thread(ctx.auth.device, user, secret)
+    if scheme in ("bearer", "basic") and value:
+        ip = source_ip(conn)
+        limiter = ctx.limits.per_source if ctx.limits is not None else None
+        wait = limiter.blocked(ip) if limiter is not None else 0.0
+        if wait:
+            if conn.scope["type"] != "http":
+                return None
+            raise HTTPException(429, "too many failed authentications from this address; try again later",
+                                headers={"Retry-After": limiter.retry_after(wait)})
+        if scheme == "bearer":
+            identity = await asyncio.to_thread(ctx.auth.bearer, value.strip())
+            who = "an API token"
+        else:
+            try:
+                user, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user, secret = "", ""
+            identity = await asyncio.to_thread(ctx.auth.device, user, secret) if user else None
+            who = f"unit {user}" if is_device_id(user) else "a malformed unit id"
+        if identity is None and limiter is not None:
+            limiter.fail(ip)
+            log.warning("failed authentication of %s from %s", who, ip)
+        return identity
     session_auth = getattr(conn.app.state, "session_auth", None)
     if session_auth is not None:
         return await session_auth(conn)

@@ -6,13 +6,13 @@ import asyncio
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import String, cast, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from fleet_service.api.deps import Admin, Ctx, Viewer, load_device
+from fleet_service.api.deps import Admin, Ctx, Operator, Viewer, load_device
 from fleet_service.enrollment import enroll, revoke, rotate_secret
 from fleet_service.models import Device, device_public, device_status
 from protocol import ProtocolError
@@ -91,7 +91,8 @@ def list_devices(
 
 
 @router.post("", status_code=201)
-async def create_device(body: Enroll, ctx: Ctx, who: Admin) -> dict[str, Any]:
+async def create_device(body: Enroll, request: Request, ctx: Ctx, who: Admin) -> dict[str, Any]:
+    request.state.audit_target = body.id
     try:
         device, secret = await asyncio.to_thread(enroll, ctx.engine, body.id, body.name or "", body.tags)
     except IntegrityError:
@@ -112,7 +113,8 @@ def get_status(device_id: str, ctx: Ctx, _: Viewer) -> dict[str, Any]:
 
 
 @router.patch("/{device_id}")
-def patch_device(device_id: str, body: DevicePatch, ctx: Ctx, _: Admin) -> dict[str, Any]:
+def patch_device(device_id: str, body: DevicePatch, ctx: Ctx, _: Operator) -> dict[str, Any]:
+    """Rename or retag a unit (operator: tags drive groups and rollouts); credentials stay admin-only."""
     with Session(ctx.engine, expire_on_commit=False) as s:
         device = s.get(Device, device_id)
         if device is None:

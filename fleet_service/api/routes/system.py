@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
@@ -38,5 +38,10 @@ def prometheus(ctx: Ctx, _: Viewer) -> PlainTextResponse:
 
 
 @router.get("/api/me")
-def me(who: CallerAny) -> dict[str, Any]:
-    return {"kind": who.kind, "name": who.name, "role": who.role}
+def me(who: CallerAny, request: Request) -> dict[str, Any]:
+    """Who is calling; a dashboard session also gets its CSRF token back (for a reloaded page)."""
+    body: dict[str, Any] = {"kind": who.kind, "name": who.name, "role": who.role}
+    csrf = getattr(request.state, "csrf_token", None)
+    if csrf:
+        body["csrf_token"] = csrf
+    return body

@@ -1,0 +1,70 @@
+"""Dashboard login and logout: a session cookie plus the CSRF token the page sends back on changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from fleet_service.api.deps import Ctx, source_ip
+from fleet_service.security import Identity
+from fleet_service.users import check_password, get_user
+from fleet_service.websessions import COOKIE_NAME, clear_session_cookie, csrf_for, set_session_cookie
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+log = logging.getLogger(__name__)
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+def _is_https(request: Request) -> bool:
+    return request.url.scheme in ("https", "wss")
+
+
+@router.post("/login")
+async def login(body: LoginRequest, request: Request, ctx: Ctx) -> JSONResponse:
+    """Check a username and password; 200 sets the `fleet_session` cookie and returns the CSRF token."""
+    ip = source_ip(request)
+    user_key = body.username.lower()
+    wait = max(ctx.limits.per_source.blocked(ip), ctx.limits.per_user.blocked(user_key))
+    if wait:
+        raise HTTPException(429, "too many failed logins; try again later",
+                            headers={"Retry-After": ctx.limits.per_source.retry_after(wait)})
+    user = await asyncio.to_thread(check_password, ctx.engine, body.username, body.password)
+    if user is None:
+        ctx.limits.per_user.fail(user_key)
+        ctx.limits.per_source.fail(ip)
+        # Name the account only when it exists: a password typed into the username field stays out of logs.
+        known = await asyncio.to_thread(get_user, ctx.engine, body.username) is not None
+        request.state.audit_target = body.username if known else ""
+        log.warning("failed login for %s from %s", body.username if known else "an unknown user", ip)
+        raise HTTPException(401, "wrong username or password")
+    ctx.limits.per_user.reset(user_key)
+    token = await asyncio.to_thread(ctx.sessions.create, user, ip, request.headers.get("user-agent", ""))
+    request.state.identity = Identity("user", user.username, user.role)
+    request.state.audit_target = user.username
+    log.info("user %s logged in from %s", user.username, ip)
+    response = JSONResponse({"user": {"username": user.username, "role": user.role}, "csrf_token": csrf_for(token)},
+                            headers={"Cache-Control": "no-store"})
+    set_session_cookie(response, token, ctx.settings, _is_https(request))
+    return response
+
+
+@router.post("/logout", status_code=204)
+async def logout(request: Request, ctx: Ctx) -> Response:
+    """End the cookie's session (X-CSRF-Token required while it is valid); always clears the cookie."""
+    token = request.cookies.get(COOKIE_NAME)
+    if token:
+        identity = await request.app.state.session_auth(request)  # 403 on a missing/wrong CSRF token
+        if identity is not None:
+            request.state.identity = identity
+            await asyncio.to_thread(ctx.sessions.delete, token)
+    response = Response(status_code=204)
+    clear_session_cookie(response, ctx.settings, _is_https(request))
+    return response

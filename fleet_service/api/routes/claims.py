@@ -1,0 +1,97 @@
+"""Self-enrollment: admins make one-time claim tokens; a unit trades one for its own id and secret."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from fleet_service.api.deps import Admin, Ctx, source_ip
+from fleet_service.api.routes.devices import _check_tags
+from fleet_service.claims import DEFAULT_TTL_S, MAX_TTL_S, ClaimRefused, create_claim_token, redeem
+from fleet_service.models import ClaimToken, claim_token_public, device_public
+from fleet_service.security import Identity
+from protocol import ProtocolError
+from protocol.ids import check_device_id, now_ms
+
+router = APIRouter(tags=["enrollment"])
+log = logging.getLogger(__name__)
+
+
+class ClaimTokenRequest(BaseModel):
+    tags: list[str] = Field(default_factory=list)
+    ttl_s: int = Field(default=DEFAULT_TTL_S, ge=60, le=MAX_TTL_S)
+
+    _tags = field_validator("tags")(classmethod(lambda cls, v: _check_tags(v)))
+
+
+class ClaimRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+    id: str
+    name: str | None = Field(default=None, max_length=200)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        try:
+            return check_device_id(v)
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
+
+
+@router.post("/api/devices/claim", status_code=201)
+async def claim(body: ClaimRequest, request: Request, ctx: Ctx) -> dict[str, Any]:
+    """A unit enrolls itself with a one-time claim token -> 201 with its secret (shown this once)."""
+    ip = source_ip(request)
+    request.state.audit_target = body.id
+    wait = ctx.limits.per_source.blocked(ip)
+    if wait:
+        raise HTTPException(429, "too many failed claims from this address; try again later",
+                            headers={"Retry-After": ctx.limits.per_source.retry_after(wait)})
+    try:
+        device, secret, claim_id = await asyncio.to_thread(redeem, ctx.engine, body.token, body.id, body.name or "")
+    except ClaimRefused:
+        ctx.limits.per_source.fail(ip)
+        log.warning("refused claim for unit %s from %s: unknown, used or expired token", body.id, ip)
+        raise HTTPException(401, "the claim token is unknown, already used or expired") from None
+    except IntegrityError:
+        raise HTTPException(409, f"a unit with id {body.id!r} already exists") from None
+    request.state.identity = Identity("claim", claim_id, "unit")
+    log.info("unit %s enrolled itself with claim token %s from %s", device.id, claim_id, ip)
+    await ctx.on_credentials_changed(device.id)
+    ctx.bus.publish("device", {"device_id": device.id, "action": "enrolled"}, device.id)
+    return {**device_public(device), "secret": secret}
+
+
+@router.post("/api/claim-tokens", status_code=201)
+async def new_claim_token(body: ClaimTokenRequest, ctx: Ctx, who: Admin) -> dict[str, Any]:
+    row, plain = await asyncio.to_thread(create_claim_token, ctx.engine, body.tags, body.ttl_s, who.label)
+    return {**claim_token_public(row, now_ms()), "token": plain}
+
+
+@router.get("/api/claim-tokens")
+def list_claim_tokens(
+    ctx: Ctx, _: Admin,
+    state: Annotated[str | None, Query(pattern="^(open|used|expired)$")] = None,
+) -> dict[str, Any]:
+    now = now_ms()
+    with Session(ctx.engine) as s:
+        rows = s.exec(select(ClaimToken).order_by(col(ClaimToken.created_at).desc()).limit(1000)).all()
+    items = [claim_token_public(c, now) for c in rows]
+    return {"items": [i for i in items if state is None or i["state"] == state]}
+
+
+@router.delete("/api/claim-tokens/{claim_id}", status_code=204)
+def delete_claim_token(claim_id: str, ctx: Ctx, _: Admin) -> Response:
+    with Session(ctx.engine) as s:
+        row = s.get(ClaimToken, claim_id)
+        if row is None:
+            raise HTTPException(404, f"no claim token with id {claim_id!r}")
+        s.delete(row)
+        s.commit()
+    return Response(status_code=204)

@@ -1,0 +1,64 @@
+"""Operator accounts (admin): list, create, change role or password, delete."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
+
+from fleet_service.api.deps import Admin, Ctx
+from fleet_service.models import User, user_public
+from fleet_service.users import USERNAME_RE, UserError, add_user, delete_user, get_user, set_password, set_role
+
+router = APIRouter(prefix="/api/users", tags=["users"])
+ROLE_PATTERN = "^(viewer|operator|admin)$"
+
+
+class UserCreate(BaseModel):
+    username: str = Field(pattern=USERNAME_RE.pattern)
+    password: str = Field(min_length=8, max_length=1024)
+    role: str = Field(pattern=ROLE_PATTERN)
+
+
+class UserUpdate(BaseModel):
+    role: str | None = Field(default=None, pattern=ROLE_PATTERN)
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+
+
+@router.get("")
+def list_users(ctx: Ctx, _: Admin) -> dict[str, Any]:
+    with Session(ctx.engine) as s:
+        rows = s.exec(select(User).order_by(col(User.username))).all()
+    return {"items": [user_public(u) for u in rows]}
+
+
+@router.post("", status_code=201)
+async def create_user(body: UserCreate, request: Request, ctx: Ctx, _: Admin) -> dict[str, Any]:
+    request.state.audit_target = body.username
+    try:
+        user = await asyncio.to_thread(add_user, ctx.engine, body.username, body.password, body.role)
+    except UserError as exc:
+        raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from None
+    return user_public(user)
+
+
+@router.patch("/{username}")
+async def update_user(username: str, body: UserUpdate, ctx: Ctx, _: Admin) -> dict[str, Any]:
+    """Change the role and/or password; a new password ends the user's sessions."""
+    if await asyncio.to_thread(get_user, ctx.engine, username) is None:
+        raise HTTPException(404, f"no user named {username!r}")
+    if body.role is not None:
+        await asyncio.to_thread(set_role, ctx.engine, username, body.role)
+    if body.password is not None:
+        await asyncio.to_thread(set_password, ctx.engine, username, body.password)
+    return user_public(await asyncio.to_thread(get_user, ctx.engine, username))
+
+
+@router.delete("/{username}", status_code=204)
+async def remove_user(username: str, ctx: Ctx, _: Admin) -> Response:
+    if not await asyncio.to_thread(delete_user, ctx.engine, username):
+        raise HTTPException(404, f"no user named {username!r}")
+    return Response(status_code=204)

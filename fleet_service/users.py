@@ -1,0 +1,112 @@
+"""Operator accounts: create, change password or role, delete, and check a password in constant time."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from sqlalchemy import delete
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from fleet_service.models import User, WebSession
+from fleet_service.security import ROLES
+from protocol.ids import now_ms
+from protocol.secrets import hash_secret, verify_secret
+
+__all__ = ["UserError", "add_user", "check_password", "delete_user", "get_user", "set_password", "set_role"]
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+# Checked when the username is unknown, so a miss costs as much time as a wrong password.
+_DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
+
+
+class UserError(ValueError):
+    """Bad username, password or role, or a username that is taken."""
+
+
+def check_username(username: str) -> str:
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
+        raise UserError("username: 1-64 letters, digits and _.@- (starting with a letter or digit)")
+    return username
+
+
+def check_new_password(password: str) -> str:
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise UserError(f"password: {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    return password
+
+
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    return role
+
+
+def add_user(engine: Engine, username: str, password: str, role: str) -> User:
+    check_username(username)
+    check_new_password(password)
+    _check_role(role)
+    now = now_ms()
+    user = User(id=secrets.token_hex(8), username=username, role=role, password_hash=hash_secret(password),
+                created_at=now, password_changed_at=now)
+    with Session(engine, expire_on_commit=False) as s:
+        s.add(user)
+        try:
+            s.commit()
+        except IntegrityError:
+            raise UserError(f"a user named {username!r} already exists") from None
+    return user
+
+
+def get_user(engine: Engine, username: str) -> User | None:
+    with Session(engine, expire_on_commit=False) as s:
+        return s.exec(select(User).where(User.username == username)).first()
+
+
+def set_password(engine: Engine, username: str, password: str) -> bool:
+    """Change a password and end every session of that user; False when there is no such user."""
+    check_new_password(password)
+    with Session(engine) as s:
+        user = s.exec(select(User).where(User.username == username)).first()
+        if user is None:
+            return False
+        user.password_hash = hash_secret(password)
+        user.password_changed_at = now_ms()
+        s.add(user)
+        s.exec(delete(WebSession).where(WebSession.user_id == user.id))
+        s.commit()
+    return True
+
+
+def set_role(engine: Engine, username: str, role: str) -> bool:
+    _check_role(role)
+    with Session(engine) as s:
+        user = s.exec(select(User).where(User.username == username)).first()
+        if user is None:
+            return False
+        user.role = role
+        s.add(user)
+        s.commit()
+    return True
+
+
+def delete_user(engine: Engine, username: str) -> bool:
+    with Session(engine) as s:
+        user = s.exec(select(User).where(User.username == username)).first()
+        if user is None:
+            return False
+        s.exec(delete(WebSession).where(WebSession.user_id == user.id))
+        s.delete(user)
+        s.commit()
+    return True
+
+
+def check_password(engine: Engine, username: str, password: str) -> User | None:
+    """The user when the password matches; the same slow hash runs whether or not the user exists."""
+    user = get_user(engine, username) if isinstance(username, str) and len(username) <= 64 else None
+    ok = verify_secret(password, user.password_hash if user else _DUMMY_HASH)
+    return user if ok and user is not None else None
