@@ -10,6 +10,7 @@ import asyncio
 import sys
 
 from fleet_cli.options import overrides
+from fleet_service import cli_security
 
 SERVICE_OPTIONS = ["host", "http_port", "data_dir", "database_url", "admin_token", "replica_id"]
 
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--tag", action="append", default=[], dest="tags")
     _db_options(add)
     add.set_defaults(func=_device_add)
+    cli_security.add_device_commands(device, _db_options)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="token_cmd", required=True)
     create = token.add_parser("create", help="create an API token and print it once")
@@ -41,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--name", default="")
     _db_options(create)
     create.set_defaults(func=_token_create)
+    cli_security.add_token_commands(token, _db_options)
 
     sim = sub.add_parser("simulate", help="N simulated units speaking the real protocol")
     sim.add_argument("--devices", type=int, default=10)
@@ -51,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--fail-update", action="append", default=[], help="ids whose `update` command fails")
     _db_options(sim)
     sim.set_defaults(func=_simulate)
+
+    cli_security.register(sub, _db_options)
 
 
 def _service_options(p: argparse.ArgumentParser) -> None:
@@ -108,14 +113,16 @@ def _device_add(args: argparse.Namespace) -> int:
     from fleet_service.enrollment import enroll
     from protocol import ProtocolError
 
+    engine = _engine(args)
     try:
-        device, secret = enroll(_engine(args), args.id, args.name or "", sorted(set(args.tags)))
+        device, secret = enroll(engine, args.id, args.name or "", sorted(set(args.tags)))
     except ProtocolError as exc:
         print(f"fleet device add: {exc}", file=sys.stderr)
         return 2
     except IntegrityError:
         print(f"fleet device add: a unit with id {args.id!r} already exists", file=sys.stderr)
         return 1
+    cli_security.sync_mosquitto_if_managed(args, engine)
     print(f"enrolled {device.id}; its secret (shown once):\n{secret}")
     return 0
 
