@@ -55,6 +55,7 @@ class RoutingBroker(Broker):
         self._topic_plugins: list[BaseTopicPlugin] | None = None
         self._filters_changed = True
         self._pattern_filters: list[tuple[str, str, bool]] = []  # (subscription key, filter to match, shared)
+        self._client_filters: dict[str, set[str]] = {}  # client id -> its filters, so nothing scans them all
         self._share_turn: dict[str, int] = {}
         self._log_throttle = LogThrottle()
 
@@ -174,31 +175,45 @@ class RoutingBroker(Broker):
         topic_filter = subscription[0]
         if topic_filter.startswith(SHARE_PREFIX) and split_shared(topic_filter) is None:
             return SUBSCRIBE_FAILED
+        is_new = topic_filter not in self._subscriptions
         code = await super().add_subscription(subscription, session)
-        if code != SUBSCRIBE_FAILED:
-            # amqtt keeps the first QoS on a repeated SUBSCRIBE; MQTT says the new one replaces it.
-            subscribers = self._subscriptions.get(topic_filter, [])
-            for i, (existing, _) in enumerate(subscribers):
-                if existing.client_id == session.client_id:
-                    subscribers[i] = (session, code)
-        self._filters_changed = True
+        if code == SUBSCRIBE_FAILED:
+            return code
+        # amqtt keeps the first QoS on a repeated SUBSCRIBE; MQTT says the new one replaces it.
+        subscribers = self._subscriptions.get(topic_filter, [])
+        for i, (existing, _) in enumerate(subscribers):
+            if existing.client_id == session.client_id:
+                subscribers[i] = (session, code)
+        self._client_filters.setdefault(session.client_id or "", set()).add(topic_filter)
+        if is_new and self._is_pattern(topic_filter):
+            self._filters_changed = True
         return code
 
     def _del_subscription(self, a_filter: str, session: Session) -> int:
-        self._filters_changed = True
-        return super()._del_subscription(a_filter, session)
+        deleted = super()._del_subscription(a_filter, session)
+        if a_filter in self._subscriptions and not self._subscriptions[a_filter]:
+            del self._subscriptions[a_filter]
+            self._filters_changed = self._filters_changed or self._is_pattern(a_filter)
+        filters = self._client_filters.get(session.client_id or "")
+        if deleted and filters is not None:
+            filters.discard(a_filter)
+        return deleted
 
     async def _del_all_subscriptions(self, session: Session) -> None:
-        self._filters_changed = True
-        await super()._del_all_subscriptions(session)
+        # amqtt scans every filter of every client here, on each disconnect; use the per-client index.
+        for topic_filter in self._client_filters.pop(session.client_id or "", set()):
+            self._del_subscription(topic_filter, session)
 
     def own_filters(self, session: Session) -> list[tuple[str, int]]:
-        return [
-            (f, qos)
-            for f, subscribers in self._subscriptions.items()
-            for s, qos in subscribers
-            if s.client_id == session.client_id
-        ]
+        own = []
+        for topic_filter in self._client_filters.get(session.client_id or "", ()):
+            own += [(topic_filter, q) for s, q in self._subscriptions.get(topic_filter, []) if s.client_id ==
+                    session.client_id]
+        return own
+
+    @staticmethod
+    def _is_pattern(topic_filter: str) -> bool:
+        return topic_filter.startswith(SHARE_PREFIX) or has_wildcard(topic_filter)
 
     # ---- retained messages and offline queues ---------------------------------------------------
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import ssl
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.contexts import BrokerConfig
+from amqtt.contexts import BrokerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.errors import BrokerError as AmqttBrokerError
 from amqtt.events import BrokerEvents
@@ -31,6 +31,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
+from broker.connection import Connection, KeyedLock, watch_keepalive
 from broker.outbox import Outbox, Outgoing
 from broker.plugins import REFUSAL, principal_of
 from broker.routing import RoutingBroker
@@ -38,57 +39,11 @@ from broker.wire import ActivityReader, PacketTooLarge, abort
 
 log = logging.getLogger(__name__)
 
+LISTEN_BACKLOG = 2048
+
 _CONNECT_ERRORS = (TimeoutError, AMQTTError, MQTTError, NoDataError, OSError, UnicodeDecodeError)
 _RESUMED_FIELDS = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
                    "username", "clean_session", "remote_address", "remote_port", "ssl_object")
-
-
-@dataclass(eq=False)
-class Connection:
-    """One live network connection of a session."""
-
-    client_id: str
-    session: Session
-    handler: BrokerProtocolHandler
-    reader: ActivityReader
-    writer: WriterAdapter
-    outbox: Outbox
-    publish_will: bool = True
-    closing: bool = False
-    graceful: bool = False
-    leftover: ApplicationMessage | None = None
-    disconnected: asyncio.Future[DisconnectPacket | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def close(self, *, will: bool = True) -> None:
-        """Close as a TCP drop would: the Will fires unless `will` is False."""
-        self.publish_will = self.publish_will and will
-        self.closing = True
-        if not self.disconnected.done():
-            self.disconnected.set_result(None)
-
-
-class KeyedLock:
-    """One asyncio.Lock per key, forgotten when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 class FleetBroker(RoutingBroker):
@@ -104,7 +59,7 @@ class FleetBroker(RoutingBroker):
         max_inflight_messages: int = 1000,
         keepalive_factor: float = 1.5,
         connect_timeout_s: float = 10.0,
-        watchdog_interval_s: float = 0.25,
+        watchdog_interval_s: float = 0.5,
     ) -> None:
         super().__init__(config, max_payload_bytes=max_payload_bytes, max_queued_messages=max_queued_messages)
         self._max_packet = max_packet_bytes
@@ -119,7 +74,9 @@ class FleetBroker(RoutingBroker):
 
     async def start(self) -> None:
         await super().start()
-        self._watchdog_task = asyncio.create_task(self._watchdog())
+        self._watchdog_task = asyncio.create_task(
+            watch_keepalive(self._connections, self._keepalive_factor, self._watchdog_interval)
+        )
 
     async def shutdown(self) -> None:
         if self._watchdog_task is not None:
@@ -136,6 +93,22 @@ class FleetBroker(RoutingBroker):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Any:
+        if listener_type != ListenerType.TCP:
+            return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+        # amqtt keeps asyncio's backlog of 100: a fleet reconnecting after a restart overflows it.
+        return await asyncio.start_server(
+            functools.partial(self.stream_connected, listener_name=listener_name),
+            address, port, reuse_address=True, ssl=ssl_context, backlog=LISTEN_BACKLOG,
+        )
 
     @property
     def connections(self) -> dict[str, Connection]:
@@ -244,8 +217,9 @@ class FleetBroker(RoutingBroker):
             # No await since registering: queued messages go out before anything routed from now on.
             await self._publish_session_retained_messages(session)
         await self.plugins_manager.fire_event(BrokerEvents.CLIENT_CONNECTED, client_id=cid, client_session=session)
-        for subscription in self.own_filters(session):
-            await self._publish_retained_messages_for_subscription(subscription, session)
+        if session.parent:  # a resumed session: retained messages for its existing subscriptions
+            for subscription in self.own_filters(session):
+                await self._publish_retained_messages_for_subscription(subscription, session)
         return conn
 
     async def _adopt(self, incoming: Session) -> Session:
@@ -347,20 +321,6 @@ class FleetBroker(RoutingBroker):
 
     # ---- housekeeping ---------------------------------------------------------------------------
 
-    async def _watchdog(self) -> None:
-        """Close connections silent for longer than keepalive_factor x their keepalive (MQTT 3.1.2.10)."""
-        while True:
-            await asyncio.sleep(self._watchdog_interval)
-            now = time.monotonic()
-            for conn in list(self._connections.values()):
-                keepalive = conn.session.keep_alive
-                if conn.closing or not keepalive:
-                    continue
-                silent = now - conn.reader.last_activity
-                if silent > keepalive * self._keepalive_factor:
-                    log.info("closing %s: silent for %.1f s (keepalive %d s)", conn.client_id, silent, keepalive)
-                    conn.close()
-
     async def _session_monitor(self) -> None:
         """Expire disconnected persistent sessions (clean ones are dropped at disconnect)."""
         while True:
@@ -368,12 +328,10 @@ class FleetBroker(RoutingBroker):
             expiry = self.config.session_expiry_interval
             cutoff = time.time() - expiry if expiry is not None else None
             for cid, (session, _) in list(self._sessions.items()):
-                if session.transitions.state != "disconnected":
+                if session.transitions.state != "disconnected" or self._sessions.get(cid, (None,))[0] is not session:
                     continue
                 stale = cutoff is not None and (session.last_disconnect_time or 0) < cutoff
-                if (stale or session.clean_session or session.is_anonymous) and self._sessions.get(cid, (None,))[
-                    0
-                ] is session:
+                if stale or session.clean_session or session.is_anonymous:
                     del self._sessions[cid]
                     await self._del_all_subscriptions(session)
                     session.clear_queues()
