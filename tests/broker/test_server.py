@@ -16,8 +16,10 @@ import pytest
 from broker import BrokerError, EmbeddedBroker, StaticCredentialStore, load_settings
 from protocol.ids import SERVICE_USERNAME
 from tests.broker.conftest import PLAIN, SERVICE_SECRET
-from tests.broker.wire_client import WireClient
-from tests.support.services import free_port, wait_for, wait_port
+from tests.broker.wire_client import WireClient, packet
+from tests.support.services import wait_port
+
+UNSUBSCRIBE = 10
 
 pytestmark = pytest.mark.skipif(PLAIN, reason="EmbeddedBroker features, not an amqtt defect")
 REPO = Path(__file__).resolve().parents[2]
@@ -155,6 +157,19 @@ def test_settings_come_from_fleet_environment(monkeypatch):
     settings = load_settings(mqtt_host="127.0.0.1")
     assert settings.mqtt_port == 2883 and settings.mqtt_host == "127.0.0.1"
     assert "from-env" not in repr(settings) and settings.service_secret.get_secret_value() == "from-env"
-    port = free_port()
-    assert load_settings(mqtt_port=port).mqtt_port == port
-    wait_for(lambda: True)
+    assert load_settings(mqtt_port=1884).mqtt_port == 1884  # an explicit value beats the environment
+    with pytest.raises(ValueError):
+        load_settings(tls_certfile="cert.pem")  # a certificate needs its key
+
+
+def test_resubscribing_replaces_the_qos_and_unsubscribing_stops_delivery(mqtt):
+    service = mqtt.wire("svc")
+    assert service.subscribe("fleet/+/logs", qos=1) == [1]
+    assert service.subscribe("fleet/+/logs", qos=0) == [0]
+    unit = mqtt.wire("u1")
+    unit.publish("fleet/u1/logs", b"a", qos=1)
+    assert [(m.payload, m.qos) for m in service.messages(0.5)] == [(b"a", 0)]
+    service.sock.sendall(packet(UNSUBSCRIBE, 2, b"\x00\x07" + b"\x00\x0cfleet/+/logs"))
+    service.ping()
+    unit.publish("fleet/u1/logs", b"b", qos=1)
+    assert service.messages(0.5) == []
