@@ -136,8 +136,16 @@ class MosquittoFiles:
             return
         try:
             pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, signal.SIGHUP)
+        except FileNotFoundError:
+            # Not started yet (e.g. `fleet mosquitto sync` before the broker): it reads the files when it starts.
+            log.warning("no Mosquitto PID file at %s: the broker was not told to reload", self.pid_file)
+            return
         except (OSError, ValueError) as exc:
+            self.failures += 1
+            raise MosquittoError(f"cannot read the Mosquitto PID file {self.pid_file}: {exc}") from exc
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as exc:
             self.failures += 1
             raise MosquittoError(f"cannot signal Mosquitto (pid file {self.pid_file}): {exc}") from exc
         self.reloads += 1

@@ -1,19 +1,19 @@
-"""A running fleet (service + broker + database) in each supported combination."""
+"""A running fleet (service + broker + database) in each supported combination.
+
+With Mosquitto the service manages the broker's password and ACL files itself (as in compose.yaml): an
+enrollment through the API is all a unit needs before it connects.
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
-from fleet_service.mosquitto_acl import acl_text
-from protocol.ids import SERVICE_USERNAME
-from tests.support.services import mosquitto_passwd, wait_for
+from tests.support.managed_mosquitto import ManagedMosquitto, accepts, settings_overrides, start_managed_mosquitto
+from tests.support.services import wait_for
 from tests.support.stack import StackThread, settings_for
-
-SERVICE_SECRET = "service-secret-for-tests"
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Fleet:
     stack: StackThread
     api: httpx.Client
     mqtt_port: int
-    _register: object = None
+    mosquitto: ManagedMosquitto | None = None
     secrets: dict[str, str] = field(default_factory=dict)
 
     def enroll(self, device_id: str, **body) -> str:
@@ -29,30 +29,14 @@ class Fleet:
         assert r.status_code == 201, r.text
         secret = r.json()["secret"]
         self.secrets[device_id] = secret
-        if self._register:
-            self._register(device_id, secret)
+        if self.mosquitto is not None:
+            # The service has rewritten the file and sent SIGHUP; Mosquitto reloads a moment later.
+            wait_for(lambda: accepts(self.mqtt_port, device_id, secret) == 0, timeout=5,
+                     what=f"Mosquitto accepting {device_id}")
         return secret
 
     def status(self, device_id: str) -> dict:
         return self.api.get(f"/api/devices/{device_id}/status").json()
-
-
-def _mosquitto_broker(tmp_path, mosquitto_factory):
-    passwd = tmp_path / "passwd"
-    users = {SERVICE_USERNAME: SERVICE_SECRET}
-    mosquitto_passwd(passwd, users)
-    (tmp_path / "acl").write_text(acl_text())
-    broker = mosquitto_factory(
-        f"allow_anonymous false\npassword_file {passwd}\nacl_file {tmp_path / 'acl'}\nmessage_size_limit 262144\n"
-    )
-
-    def register(device_id: str, secret: str) -> None:
-        users[device_id] = secret
-        mosquitto_passwd(passwd, users)
-        broker.reload()
-        time.sleep(0.3)
-
-    return broker, register
 
 
 @pytest.fixture(params=["embedded-sqlite", "mosquitto-sqlite", "mosquitto-postgres"])
@@ -61,12 +45,12 @@ def fleet(request, tmp_path, mosquitto_factory):
     overrides = {}
     if db_kind == "postgres":
         overrides["database_url"] = request.getfixturevalue("postgres_url")
-    register = None
     if broker_kind == "mosquitto":
-        broker, register = _mosquitto_broker(tmp_path, mosquitto_factory)
-        overrides["broker_url"] = f"mqtt://{SERVICE_USERNAME}:{SERVICE_SECRET}@127.0.0.1:{broker.port}"
-    with StackThread(settings_for(tmp_path, **overrides)) as stack:
+        overrides.update(settings_overrides(tmp_path / "mosquitto-files"))
+    settings = settings_for(tmp_path, **overrides)
+    managed = start_managed_mosquitto(tmp_path, mosquitto_factory, settings) if broker_kind == "mosquitto" else None
+    with StackThread(settings) as stack:
         wait_for(lambda: stack.ctx.link.connected.is_set(), what="service connected to the broker")
-        port = stack.mqtt_port if broker_kind == "embedded" else broker.port
+        port = stack.mqtt_port if managed is None else managed.unit_port
         with stack.client() as api:
-            yield Fleet(stack, api, port, register)
+            yield Fleet(stack, api, port, managed)
