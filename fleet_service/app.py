@@ -19,9 +19,11 @@ from fleet_service.api.routes import (
     claims,
     commands,
     config,
+    config_groups,
     devices,
     events,
     relay,
+    rollouts,
     system,
     telemetry,
     tokens,
@@ -55,7 +57,7 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: Any = None) ->
     app.state.ctx = ServiceContext.build(settings, engine, broker)
     # claims before devices: `POST /api/devices/claim` is a route of its own, not a unit called "claim"
     for module in (system, auth, claims, devices, telemetry, commands, config, events, tokens, turn, relay, users,
-                   audit):
+                   audit, config_groups, rollouts):
         app.include_router(module.router)
     app.state.session_auth = SessionAuth(app.state.ctx.sessions)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)

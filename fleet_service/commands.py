@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from fleet_service.commands_state import FINAL, PENDING, transition
+from fleet_service.commands_state import FINAL, PENDING, TAKEN, transition
 from fleet_service.events import EventBus
 from fleet_service.ingest.link import BrokerUnavailable, MqttLink
 from fleet_service.models import Command, CommandEvent, Device, command_public
@@ -21,7 +23,14 @@ from protocol.topics import Kind, topic
 log = logging.getLogger(__name__)
 DEFAULT_TTL_S = 24 * 3600
 MAX_TTL_S = 30 * 24 * 3600
+MAX_TIMEOUT_S = 24 * 3600
 DEFAULT_TIMEOUT_S = {"update": 1800, "reboot": 600}
+# The agent's own rule for a git ref (agent/commands.py): checked here too so a bad ref is a 422, not a rejection.
+REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]{0,199}$")
+UNIT_RE = re.compile(r"^[A-Za-z0-9@_.:\\-]{1,200}$")
+RESEND_AFTER_MS = 5_000  # a command still `queued` this long after creation missed its publish: send it again
+SEND_CONCURRENCY = 64
+ChangeListener = Callable[[Command], None]
 
 
 class CommandError(ValueError):
@@ -35,14 +44,45 @@ def validate(name: str, args: dict[str, Any]) -> dict[str, Any]:
         raise CommandError("args must be a JSON object")
     if name == "update":
         ref = args.get("ref")
-        if not isinstance(ref, str) or not ref.strip() or len(ref) > 200 or ref.startswith("-"):
-            raise CommandError("update needs args.ref: a branch, tag or commit (a non-empty string)")
-        args = {**args, "ref": ref.strip()}
-    if name == "restart" and "units" in args:
-        units = args["units"]
-        if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
-            raise CommandError("restart args.units must be a list of unit names")
+        ref = ref.strip() if isinstance(ref, str) else ref
+        if not isinstance(ref, str) or not REF_RE.fullmatch(ref) or ".." in ref:
+            raise CommandError("update needs args.ref: a branch, tag or commit name (letters, digits and ._/@+-, "
+                               "not starting with - and without ..)")
+        args = {**args, "ref": ref}
+    if name == "restart":
+        if "units" in args:
+            raise CommandError("restart takes args.unit (one configured unit name), not args.units")
+        unit = args.get("unit")
+        if unit is not None and (not isinstance(unit, str) or not UNIT_RE.fullmatch(unit)):
+            raise CommandError("restart args.unit must be the name of one configured unit, e.g. recorder.service")
+    if name == "config_update" and "config" in args and not isinstance(args["config"], dict):
+        raise CommandError("config_update args.config must be a JSON object")
     return args
+
+
+def check_limits(ttl_s: int | None, timeout_s: int | None) -> None:
+    if ttl_s is not None and not 1 <= ttl_s <= MAX_TTL_S:
+        raise CommandError(f"ttl_s must be between 1 and {MAX_TTL_S}")
+    if timeout_s is not None and not 1 <= timeout_s <= MAX_TIMEOUT_S:
+        raise CommandError(f"timeout_s must be between 1 and {MAX_TIMEOUT_S}")
+
+
+def build(device_id: str, name: str, args: dict[str, Any] | None, *, ttl_s: int | None = None,
+          timeout_s: int | None = None, created_by: str = "", rollout_id: str | None = None,
+          now: int | None = None) -> Command:
+    """A validated, not yet stored command in state `queued`."""
+    args = validate(name, args or {})
+    check_limits(ttl_s, timeout_s)
+    now = now_ms() if now is None else now
+    ttl = DEFAULT_TTL_S if ttl_s is None else ttl_s
+    return Command(id=new_id(), device_id=device_id, name=name, args=args, created_at=now, updated_at=now,
+                   expires_at=now + ttl * 1000, timeout_s=timeout_s or DEFAULT_TIMEOUT_S.get(name, 300),
+                   created_by=created_by, rollout_id=rollout_id)
+
+
+def store_new(session: Session, cmd: Command) -> None:
+    session.add(cmd)
+    session.add(CommandEvent(command_id=cmd.id, status=cmd.status, ts=cmd.created_at))
 
 
 class Dispatcher:
@@ -50,33 +90,38 @@ class Dispatcher:
         self._engine = engine
         self._link = link
         self._bus = bus
+        self.listeners: list[ChangeListener] = []  # told of every status change made here (not by ingest)
+        self._tasks: set[asyncio.Task] = set()
 
     def _message(self, cmd: Command) -> bytes:
         return encode(CommandMessage(id=cmd.id, name=cmd.name, args=cmd.args, ts=cmd.created_at,
                                      expires_at=cmd.expires_at))
 
+    def changed(self, cmd: Command) -> None:
+        """Announce a status change: a live event, and the listeners (the rollout engine)."""
+        self._bus.publish("command", command_public(cmd), cmd.device_id)
+        for listener in self.listeners:
+            try:
+                listener(cmd)
+            except Exception:
+                log.exception("command listener failed")
+
     async def create(self, device_id: str, name: str, args: dict[str, Any], *, ttl_s: int | None = None,
                      timeout_s: int | None = None, created_by: str = "", rollout_id: str | None = None) -> Command:
-        args = validate(name, args or {})
-        ttl = DEFAULT_TTL_S if ttl_s is None else ttl_s
-        if not 1 <= ttl <= MAX_TTL_S:
-            raise CommandError(f"ttl_s must be between 1 and {MAX_TTL_S}")
-        timeout = timeout_s or DEFAULT_TIMEOUT_S.get(name, 300)
-        now = now_ms()
-        cmd = Command(id=new_id(), device_id=device_id, name=name, args=args, created_at=now, updated_at=now,
-                      expires_at=now + ttl * 1000, timeout_s=timeout, created_by=created_by, rollout_id=rollout_id)
+        cmd = build(device_id, name, args, ttl_s=ttl_s, timeout_s=timeout_s, created_by=created_by,
+                    rollout_id=rollout_id)
         await asyncio.to_thread(self._store_new, cmd)
-        self._bus.publish("command", command_public(cmd), device_id)
-        await self._send(cmd)
+        self.changed(cmd)
+        await self.send(cmd)
         return cmd
 
     def _store_new(self, cmd: Command) -> None:
         with Session(self._engine, expire_on_commit=False) as s:
-            s.add(cmd)
-            s.add(CommandEvent(command_id=cmd.id, status=cmd.status, ts=cmd.created_at))
+            store_new(s, cmd)
             s.commit()
 
-    async def _send(self, cmd: Command) -> None:
+    async def send(self, cmd: Command) -> None:
+        """Publish a stored command and mark it `sent`; without a broker it stays `queued` (sent again later)."""
         try:
             await self._link.publish(topic(cmd.device_id, Kind.CMD), self._message(cmd), qos=1)
         except BrokerUnavailable as exc:
@@ -85,7 +130,16 @@ class Dispatcher:
         changed = await asyncio.to_thread(self._mark, cmd.id, "sent")
         if changed:
             cmd.status = changed.status
-            self._bus.publish("command", command_public(changed), cmd.device_id)
+            self.changed(changed)
+
+    async def send_many(self, commands: Iterable[Command]) -> None:
+        limit = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def one(cmd: Command) -> None:
+            async with limit:
+                await self.send(cmd) if cmd.status == "queued" else await self._resend(cmd)
+
+        await asyncio.gather(*(one(c) for c in commands))
 
     def _mark(self, command_id: str, status: str) -> Command | None:
         with Session(self._engine, expire_on_commit=False) as s:
@@ -95,20 +149,24 @@ class Dispatcher:
             s.commit()
             return cmd
 
+    def _load_pending(self, device_id: str, now: int) -> list[Command]:
+        with Session(self._engine, expire_on_commit=False) as s:
+            q = select(Command).where(Command.device_id == device_id, col(Command.status).in_(PENDING),
+                                      Command.expires_at > now).order_by(Command.created_at)
+            return list(s.exec(q).all())
+
     async def republish_pending(self, device_id: str) -> int:
         """Send again every unexpired command the unit has not taken (it dedupes by id)."""
-        now = now_ms()
-
-        def load() -> list[Command]:
-            with Session(self._engine, expire_on_commit=False) as s:
-                q = select(Command).where(Command.device_id == device_id, col(Command.status).in_(PENDING),
-                                          Command.expires_at > now).order_by(Command.created_at)
-                return list(s.exec(q).all())
-
-        pending = await asyncio.to_thread(load)
-        for cmd in pending:
-            await self._send(cmd) if cmd.status == "queued" else await self._resend(cmd)
+        pending = await asyncio.to_thread(self._load_pending, device_id, now_ms())
+        for cmd in pending:  # in creation order: the unit runs them in the order they were given
+            await self.send(cmd) if cmd.status == "queued" else await self._resend(cmd)
         return len(pending)
+
+    def republish_pending_soon(self, device_id: str) -> None:
+        """Re-publish in the background: ingest must not wait for the broker's acknowledgements."""
+        task = asyncio.create_task(self.republish_pending(device_id), name=f"republish-{device_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _resend(self, cmd: Command) -> None:
         try:
@@ -116,20 +174,36 @@ class Dispatcher:
         except BrokerUnavailable:
             return
 
+    async def send_stale_queued(self, older_than_ms: int = RESEND_AFTER_MS) -> int:
+        """Publish commands that stayed `queued`: stored while the broker was away, or by a replica that stopped
+        between storing and publishing. Called when the broker link (re)connects and by the sweeper."""
+        if not self._link.connected.is_set():
+            return 0
+        now = now_ms()
+
+        def load() -> list[Command]:
+            with Session(self._engine, expire_on_commit=False) as s:
+                q = select(Command).where(Command.status == "queued", Command.expires_at > now,
+                                          Command.created_at <= now - older_than_ms)
+                return list(s.exec(q.order_by(Command.created_at).limit(5000)).all())
+
+        stale = await asyncio.to_thread(load)
+        await self.send_many(stale)
+        return len(stale)
+
     async def cancel(self, command_id: str) -> Command:
         def do() -> Command:
             with Session(self._engine, expire_on_commit=False) as s:
                 cmd = s.get(Command, command_id)
                 if cmd is None:
                     raise LookupError(command_id)
-                if cmd.status not in PENDING:
+                if cmd.status not in PENDING or not transition(s, cmd, "canceled", now_ms()):
                     raise CommandError(f"command is {cmd.status}; only queued or sent commands can be canceled")
-                transition(s, cmd, "canceled", now_ms())
                 s.commit()
                 return cmd
 
         cmd = await asyncio.to_thread(do)
-        self._bus.publish("command", command_public(cmd), cmd.device_id)
+        self.changed(cmd)
         return cmd
 
     def sweep(self) -> list[Command]:
@@ -137,23 +211,28 @@ class Dispatcher:
         now = now_ms()
         changed: list[Command] = []
         with Session(self._engine, expire_on_commit=False) as s:
-            for cmd in s.exec(select(Command).where(col(Command.status).in_(PENDING), Command.expires_at <= now)):
+            expired = select(Command).where(col(Command.status).in_(PENDING), Command.expires_at <= now)
+            for cmd in list(s.exec(expired.order_by(Command.id))):
                 if transition(s, cmd, "expired", now):
+                    cmd.output = cmd.output or "not taken by the unit before it expired"
+                    s.add(cmd)
                     changed.append(cmd)
-            taken = select(Command).where(col(Command.status).in_(("accepted", "running")))
-            for cmd in s.exec(taken):
+            taken = select(Command).where(col(Command.status).in_(TAKEN))
+            for cmd in list(s.exec(taken.order_by(Command.id))):
                 started = cmd.started_at or cmd.updated_at
                 if started + cmd.timeout_s * 1000 <= now and transition(s, cmd, "timed_out", now):
                     cmd.output = cmd.output or f"no result within {cmd.timeout_s} s"
+                    s.add(cmd)
                     changed.append(cmd)
             s.commit()
         return changed
 
-    async def run_sweeper(self, interval_s: float = 2.0) -> None:
+    async def run_sweeper(self, interval_s: float = 1.0) -> None:
         while True:
             try:
                 for cmd in await asyncio.to_thread(self.sweep):
-                    self._bus.publish("command", command_public(cmd), cmd.device_id)
+                    self.changed(cmd)
+                await self.send_stale_queued()
             except Exception:
                 log.exception("command sweep failed")
             await asyncio.sleep(interval_s)
@@ -164,4 +243,4 @@ def device_exists(engine: Engine, device_id: str) -> bool:
         return s.get(Device, device_id) is not None
 
 
-__all__ = ["CommandError", "Dispatcher", "FINAL", "validate", "device_exists"]
+__all__ = ["CommandError", "Dispatcher", "FINAL", "build", "check_limits", "store_new", "validate", "device_exists"]

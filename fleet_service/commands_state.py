@@ -1,9 +1,16 @@
-"""The command state machine: which transitions are allowed, and recording each with its time."""
+"""The command state machine: which transitions are allowed, and recording each with its time.
+
+A transition is a compare-and-set on the stored status (`UPDATE ... WHERE status = <what we read>`): when two
+writers race (a result arriving while the sweeper times the command out, two replicas sweeping at once), exactly
+one wins and the other changes nothing, on SQLite and PostgreSQL alike.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from fleet_service.models import Command, CommandEvent, command_public
@@ -11,6 +18,9 @@ from protocol.payloads import CommandResult
 
 FINAL = frozenset({"succeeded", "failed", "rejected", "expired", "timed_out", "canceled"})
 PENDING = frozenset({"queued", "sent"})
+TAKEN = frozenset({"accepted", "running"})
+STATES = ("queued", "sent", "accepted", "running", "succeeded", "failed", "rejected", "expired", "timed_out",
+          "canceled")
 _RANK = {"queued": 0, "sent": 1, "accepted": 2, "running": 3}
 
 
@@ -18,17 +28,28 @@ def rank(status: str) -> int:
     return 4 if status in FINAL else _RANK[status]
 
 
+def allowed(current: str, status: str) -> bool:
+    """Forward only; nothing leaves a final state; a repeated non-final status is a duplicate."""
+    return current not in FINAL and rank(status) > rank(current)
+
+
 def transition(session: Session, cmd: Command, status: str, now: int) -> bool:
-    """Move `cmd` forward to `status`; False (and no change) when that would go backwards or leave a final state."""
-    if cmd.status in FINAL or rank(status) < rank(cmd.status) or (status == cmd.status and status not in FINAL):
+    """Move `cmd` forward to `status`; False (and no change) when not allowed or another writer got there first."""
+    if not allowed(cmd.status, status):
         return False
-    cmd.status = status
-    cmd.updated_at = now
-    if status in ("accepted", "running") and cmd.started_at is None:
-        cmd.started_at = now
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if status in TAKEN and cmd.started_at is None:
+        values["started_at"] = now
     if status in FINAL:
-        cmd.finished_at = now
-    session.add(cmd)
+        values["finished_at"] = now
+    table = Command.__table__
+    result = session.connection().execute(
+        update(table).where(table.c.id == cmd.id, table.c.status == cmd.status).values(**values))
+    if result.rowcount != 1:
+        session.refresh(cmd)
+        return False
+    for key, value in values.items():
+        set_committed_value(cmd, key, value)
     session.add(CommandEvent(command_id=cmd.id, status=status, ts=now))
     return True
 
@@ -41,4 +62,5 @@ def apply_result(session: Session, cmd: Command, res: CommandResult, now: int) -
         cmd.exit_code = res.exit_code
     if res.output:
         cmd.output = res.output
+    session.add(cmd)
     return command_public(cmd)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from fleet_service.commands import Dispatcher
 from fleet_service.config import BrokerTarget, ServiceSettings
 from fleet_service.events import EventBus
+from fleet_service.group_config import DesiredConfigs
 from fleet_service.ingest.link import MqttLink
 from fleet_service.ingest.persister import Outcome
 from fleet_service.ingest.pipeline import Ingest
@@ -19,11 +20,13 @@ from fleet_service.mosquitto_admin import MosquittoFiles, MosquittoManager
 from fleet_service.presence import count_online, run_presence_sweeper
 from fleet_service.ratelimit import AuthLimits
 from fleet_service.relay import RelayHub
+from fleet_service.replica_events import EventRelay, relay_name
+from fleet_service.rollouts import RolloutEngine
 from fleet_service.security import Authenticator
 from fleet_service.telemetry import Registry, standard_registry
 from fleet_service.turn import build_issuer, register_metrics
 from fleet_service.websessions import SessionStore
-from protocol.topics import service_filters
+from protocol.topics import events_filter, events_origin, service_filters
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,10 @@ class ServiceContext:
     sessions: SessionStore | None = None  # dashboard login sessions
     mosquitto: MosquittoManager | None = None  # a Mosquitto whose password/ACL files this service manages
     tasks: list[asyncio.Task] = field(default_factory=list)
+    # control plane (issue 4): desired configs with group defaults, rollouts, live events across replicas
+    configs: DesiredConfigs = None  # type: ignore[assignment]
+    rollouts: RolloutEngine = None  # type: ignore[assignment]
+    event_relay: EventRelay | None = None
 
     @classmethod
     def build(cls, settings: ServiceSettings, engine: Engine, broker: Any = None) -> ServiceContext:
@@ -54,14 +61,32 @@ class ServiceContext:
         ingest = Ingest(engine, registry, bus, batch_max=settings.ingest_batch_max,
                         queue_max=settings.ingest_queue_max)
         group = "fleet" if settings.use_shared_subscriptions else None
+        # With an external broker other replicas may run: relay live events through it (embedded: one replica).
+        relay_holder: list[EventRelay] = []
+
+        async def on_message(message) -> None:
+            if relay_holder and events_origin(message.topic.value) is not None:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                await relay_holder[0].handle(message.topic.value, payload)
+            else:
+                await ingest.handle(message)
+
+        filters = service_filters(group) + ([events_filter()] if broker is None else [])
         link = MqttLink(BrokerTarget(settings.broker_url), f"fleet-service-{settings.replica_id}"[:64],
-                        service_filters(group), ingest.handle, registry)
+                        filters, on_message, registry)
         dispatcher = Dispatcher(engine, link, bus)
+        if broker is None:
+            relay_holder.append(EventRelay(bus, link.publish, registry, relay_name(settings.replica_id)))
         registry.gauge_callback("fleet_devices_online", lambda: count_online(engine))
         registry.gauge_callback("fleet_events_published_total", lambda: bus.published)
         ctx = cls(settings, engine, registry, bus, Authenticator(engine, settings.admin_token), link, ingest,
                   dispatcher, broker)
         ingest.listeners.append(ctx._on_outcome)
+        ctx.event_relay = relay_holder[0] if relay_holder else None
+        ctx.configs = DesiredConfigs(engine, link, bus)
+        ctx.rollouts = RolloutEngine(engine, dispatcher, bus)
+        ingest.listeners.append(ctx.rollouts.on_outcome)
+        link.on_connect.append(ctx._on_broker_connect)
         ctx.relay = RelayHub(link, registry)
         ingest.relay_handler = ctx.relay.up
         ctx.turn, ctx.turn_off_reason = build_issuer(settings.data_dir, embedded=broker is not None)
@@ -78,7 +103,17 @@ class ServiceContext:
 
     async def _on_outcome(self, outcome: Outcome) -> None:
         if outcome.type == "presence" and outcome.data.get("online"):
-            await self.dispatcher.republish_pending(outcome.device_id)
+            # In the background: ingest must not wait for the broker's acknowledgements.
+            self.dispatcher.republish_pending_soon(outcome.device_id)
+            self.configs.soon(self.configs.publish_out_of_sync(outcome.device_id))
+
+    async def _on_broker_connect(self) -> None:
+        """Publish what could not be published while the broker link was down."""
+        try:
+            await self.dispatcher.send_stale_queued(older_than_ms=0)
+            await self.configs.publish_out_of_sync()
+        except Exception:
+            log.exception("re-publishing after a broker reconnect failed")
 
     async def on_credentials_changed(self, device_id: str, revoked: bool = False) -> None:
         """A unit was enrolled, re-keyed or revoked: drop cached credentials, cut a revoked unit off now."""
@@ -98,7 +133,11 @@ class ServiceContext:
                 run_presence_sweeper(self.engine, self.bus, s.presence_timeout_s, s.presence_check_interval_s),
                 name="presence-sweeper",
             ),
+            asyncio.create_task(self.rollouts.run(), name="rollouts"),
+            asyncio.create_task(self.configs.follow_devices(), name="config-follower"),
         ]
+        if self.event_relay is not None:
+            self.tasks.append(asyncio.create_task(self.event_relay.run(), name="event-relay"))
         if self.mosquitto is not None:
             self.tasks.append(asyncio.create_task(self.mosquitto.run(), name="mosquitto-files"))
 

@@ -1,4 +1,8 @@
-"""Live events: an in-process bus with a replay buffer so SSE clients resume by `Last-Event-ID`."""
+"""Live events: an in-process bus with a replay buffer so SSE clients resume by `Last-Event-ID`.
+
+Ids are this replica's own sequence. Events another replica relayed carry its name in `origin`; only events
+that arose here (`origin` None) reach the taps, so a relayed event is never relayed again.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import itertools
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +23,7 @@ class Event:
     id: int = 0
     device_id: str | None = None
     ts: int = field(default_factory=lambda: int(time.time() * 1000))
+    origin: str | None = None
 
     def to_sse(self) -> str:
         body = json.dumps({"type": self.type, "ts": self.ts, **self.data}, separators=(",", ":"), default=str)
@@ -35,9 +40,12 @@ class EventBus:
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
         self._queue_size = subscriber_queue
         self.published = 0
+        self.taps: list[Callable[[Event], None]] = []  # see every local event (the replica relay)
 
-    def publish(self, type: str, data: dict[str, Any], device_id: str | None = None) -> Event:
-        event = Event(type=type, data=data, id=next(self._ids), device_id=device_id)
+    def publish(self, type: str, data: dict[str, Any], device_id: str | None = None, *, origin: str | None = None,
+                ts: int | None = None) -> Event:
+        event = Event(type, data, next(self._ids), device_id, ts if ts is not None else int(time.time() * 1000),
+                      origin)
         self._recent.append(event)
         self.published += 1
         for q in list(self._subscribers):
@@ -46,6 +54,9 @@ class EventBus:
                 q.put_nowait(None)
             else:
                 q.put_nowait(event)
+        if origin is None:
+            for tap in self.taps:
+                tap(event)
         return event
 
     @property

@@ -3,6 +3,7 @@
 Every topic in the project is built or parsed here; nowhere else writes one.
 """
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -58,6 +59,32 @@ def parse(name: str) -> Topic:
     if kind is None or not is_device_id(device_id):
         raise ProtocolError(f"not a fleet topic: {name!r}")
     return Topic(device_id, kind)
+
+
+# Service-only family `fleet/_events/{replica}`: replicas share live events through the broker. `_events` can never
+# be a device id (leading underscore), so parse() rejects these topics and no unit ACL can ever grant them.
+EVENTS = "_events"
+REPLICA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
+def events_topic(replica: str) -> str:
+    """Where replica `replica` publishes its live events for the other replicas."""
+    if not REPLICA_RE.fullmatch(replica):
+        raise ProtocolError(f"invalid replica name {replica!r} in topic")
+    return f"{ROOT}/{EVENTS}/{replica}"
+
+
+def events_filter() -> str:
+    """Every replica subscribes to this one without `$share`: each must see every other replica's events."""
+    return f"{ROOT}/{EVENTS}/+"
+
+
+def events_origin(name: str) -> str | None:
+    """The publishing replica of an events topic, or None when `name` is not one."""
+    parts = name.split("/")
+    if len(parts) == 3 and parts[0] == ROOT and parts[1] == EVENTS and REPLICA_RE.fullmatch(parts[2]):
+        return parts[2]
+    return None
 
 
 def service_filters(shared_group: str | None = None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -10,6 +11,7 @@ from sqlmodel import Session, col, func, select
 
 from fleet_service.api.deps import Ctx, Operator, Viewer, load_device
 from fleet_service.commands import CommandError
+from fleet_service.commands_state import STATES
 from fleet_service.models import Command, CommandEvent, command_public, iso
 from fleet_service.security import Identity
 
@@ -31,10 +33,15 @@ class UpdateRequest(BaseModel):
 
 class SimpleRequest(BaseModel):
     ttl_s: int | None = Field(default=None, ge=1)
+    timeout_s: int | None = Field(default=None, ge=1, le=24 * 3600)
+
+
+class RestartRequest(SimpleRequest):
+    unit: str | None = Field(default=None, max_length=200, description="one configured unit; default: all of them")
 
 
 async def _create(ctx, device_id: str, who: Identity, name: str, args: dict, ttl_s=None, timeout_s=None):
-    load_device(ctx, device_id)
+    await asyncio.to_thread(load_device, ctx, device_id)
     try:
         cmd = await ctx.dispatcher.create(device_id, name, args, ttl_s=ttl_s, timeout_s=timeout_s,
                                           created_by=who.label)
@@ -49,13 +56,16 @@ async def create_command(device_id: str, body: CommandRequest, ctx: Ctx, who: Op
 
 
 @router.post("/api/devices/{device_id}/restart", status_code=202)
-async def restart(device_id: str, ctx: Ctx, who: Operator, body: SimpleRequest | None = None) -> dict[str, Any]:
-    return await _create(ctx, device_id, who, "restart", {}, body.ttl_s if body else None)
+async def restart(device_id: str, ctx: Ctx, who: Operator, body: RestartRequest | None = None) -> dict[str, Any]:
+    body = body or RestartRequest()
+    args = {"unit": body.unit} if body.unit else {}
+    return await _create(ctx, device_id, who, "restart", args, body.ttl_s, body.timeout_s)
 
 
 @router.post("/api/devices/{device_id}/reboot", status_code=202)
 async def reboot(device_id: str, ctx: Ctx, who: Operator, body: SimpleRequest | None = None) -> dict[str, Any]:
-    return await _create(ctx, device_id, who, "reboot", {}, body.ttl_s if body else None)
+    body = body or SimpleRequest()
+    return await _create(ctx, device_id, who, "reboot", {}, body.ttl_s, body.timeout_s)
 
 
 @router.post("/api/devices/{device_id}/update", status_code=202)
@@ -68,7 +78,7 @@ def list_commands(
     device_id: str,
     ctx: Ctx,
     _: Viewer,
-    status: str | None = None,
+    status: Annotated[str | None, Query(pattern=f"^({'|'.join(STATES)})$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
@@ -78,7 +88,8 @@ def list_commands(
         query = query.where(Command.status == status)
     with Session(ctx.engine) as s:
         total = s.exec(select(func.count()).select_from(query.subquery())).one()
-        rows = s.exec(query.order_by(col(Command.created_at).desc()).offset(offset).limit(limit)).all()
+        rows = s.exec(query.order_by(col(Command.created_at).desc(), col(Command.id).desc())
+                      .offset(offset).limit(limit)).all()
     return {"items": [command_public(c) for c in rows], "total": total, "limit": limit, "offset": offset}
 
 

@@ -3,45 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Response
-from sqlmodel import Session
 
-from fleet_service.api.deps import Ctx, Operator, Viewer, load_device
-from fleet_service.ingest.link import BrokerUnavailable
-from fleet_service.models import Device, device_status
-from protocol.payloads import ConfigDesired, encode
-from protocol.topics import Kind, topic
+from fleet_service.api.deps import Ctx, Operator, Viewer
+from fleet_service.config_schema import ConfigInvalid, describe
+from fleet_service.group_config import VersionConflict
 
-router = APIRouter(prefix="/api/devices", tags=["config"])
-MAX_CONFIG_BYTES = 64 * 1024
+router = APIRouter(tags=["config"])
 
 
-def config_view(d: Device) -> dict[str, Any]:
-    return {"device_id": d.id, "desired": d.desired_config, "desired_version": d.desired_version,
-            "reported": d.reported_config, "reported_version": d.reported_version,
-            "in_sync": device_status(d)["config_in_sync"], "status": d.config_status, "error": d.config_error}
+def parse_if_match(value: str | None) -> int | None:
+    """`If-Match: "3"` (or 3, W/"3"); `*` matches any version. Anything else is a 422."""
+    if value is None or value.strip() == "*":
+        return None
+    text = value.strip().removeprefix("W/").strip().strip('"')
+    if not text.isdigit():
+        raise HTTPException(422, f"If-Match must be the desired version number, e.g. \"3\"; got {value!r}")
+    return int(text)
 
 
-def validate_config(config: Any) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise HTTPException(422, "the config must be a JSON object")
-    size = len(json.dumps(config))
-    if size > MAX_CONFIG_BYTES:
-        raise HTTPException(422, f"the config is {size} bytes; at most {MAX_CONFIG_BYTES} are allowed")
-    return config
+@router.get("/api/config/schema")
+def config_schema(_: Viewer) -> dict[str, Any]:
+    """The known keys and their types; any other key is passed through unchecked."""
+    return {"known": describe(), "unknown_keys": "allowed"}
 
 
-@router.get("/{device_id}/config")
-def get_config(device_id: str, ctx: Ctx, _: Viewer, response: Response) -> dict[str, Any]:
-    d = load_device(ctx, device_id)
-    response.headers["ETag"] = f'"{d.desired_version}"'
-    return config_view(d)
+@router.get("/api/devices/{device_id}/config")
+async def get_config(device_id: str, ctx: Ctx, _: Viewer, response: Response) -> dict[str, Any]:
+    view = await asyncio.to_thread(ctx.configs.view, device_id)
+    if view is None:
+        raise HTTPException(404, f"no unit with id {device_id!r}")
+    response.headers["ETag"] = f'"{view["desired_version"]}"'
+    return view
 
 
-@router.put("/{device_id}/config")
+@router.put("/api/devices/{device_id}/config")
 async def put_config(
     device_id: str,
     ctx: Ctx,
@@ -50,32 +48,21 @@ async def put_config(
     config: Annotated[Any, Body()],
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    config = validate_config(config)
-
-    def store() -> Device:
-        with Session(ctx.engine, expire_on_commit=False) as s:
-            d = s.get(Device, device_id)
-            if d is None:
-                raise HTTPException(404, f"no unit with id {device_id!r}")
-            if if_match is not None and if_match.strip().strip('"') != str(d.desired_version):
-                raise HTTPException(412, f"desired config is at version {d.desired_version}, not {if_match}")
-            d.desired_config = config
-            d.desired_version += 1
-            s.add(d)
-            s.commit()
-            return d
-
-    d = await asyncio.to_thread(store)
-    message = encode(ConfigDesired(version=d.desired_version, config=config))
+    """Set the unit's own config (merged over its tags' defaults); bumps desired_version and publishes it."""
+    expected = parse_if_match(if_match)
     try:
-        await ctx.link.publish(topic(device_id, Kind.CONFIG_DESIRED), message, qos=1, retain=True)
-    except BrokerUnavailable as exc:
-        # Stored: it is published on the next config change or when the broker link returns.
-        response.headers["Warning"] = f'199 fleet "{exc}"'
-    view = config_view(d)
-    ctx.bus.publish("config", {**view, "reported": None, "desired": None}, device_id)
-    response.headers["ETag"] = f'"{d.desired_version}"'
-    return view
+        desired = await ctx.configs.put_device(device_id, config, expected)
+    except ConfigInvalid as exc:
+        raise HTTPException(422, str(exc)) from None
+    except LookupError:
+        raise HTTPException(404, f"no unit with id {device_id!r}") from None
+    except VersionConflict as exc:
+        raise HTTPException(412, f"the desired config is at version {exc.current}, not {expected}") from None
+    view = await asyncio.to_thread(ctx.configs.view, device_id)
+    if view is None:  # revoked in between
+        raise HTTPException(404, f"no unit with id {device_id!r}")
+    response.headers["ETag"] = f'"{desired.version}"'
+    return {**view, "desired": desired.config, "desired_version": desired.version}
 
 
-__all__ = ["router", "load_device"]
+__all__ = ["router", "parse_if_match"]
