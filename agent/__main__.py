@@ -10,7 +10,7 @@ from agent.cli import register, skip_unused_imports
 
 def main(argv: list[str] | None = None) -> int:
     skip_unused_imports()
-    parser = argparse.ArgumentParser(prog="python -m agent")
+    parser = argparse.ArgumentParser(prog="python -m")  # sub-commands read "python -m agent ..."
     parser.add_argument("--log-level", default=os.environ.get("FLEET_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command")
     register(sub)

@@ -1,9 +1,10 @@
 """Agent footprint: RSS and CPU of one `fleet agent` process at default intervals against a local Mosquitto.
 
-Usage: python benchmarks/agent_footprint.py [--seconds 120] [--entry fleet|module] [--units N]
+Usage: python benchmarks/agent_footprint.py [--seconds 120] [--entry module|fleet] [--units N]
 
 Starts Mosquitto on a free port (anonymous, loopback), a subscriber that counts what the agent publishes,
-and the agent as a subprocess exactly as a unit runs it. After a warm-up it samples the agent's RSS every
+and the agent as a subprocess the way the installed systemd unit runs it (`python -m agent`; `--entry fleet`
+runs `fleet agent`, which also imports the other parts' CLI modules). After a warm-up it samples the agent's RSS every
 second and its CPU time (user+system, children included) over the window. Targets (DESIGN.md section 7):
 RSS < 40 MB, CPU < 0.5 % of one core.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,11 +58,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="measurement window (default 120)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds ignored after start (default 5)")
-    parser.add_argument("--entry", choices=("fleet", "module"), default="fleet",
-                        help="`fleet agent` (as installed, default) or `python -m agent` (agent modules only)")
+    parser.add_argument("--entry", choices=("module", "fleet"), default="module",
+                        help="`python -m agent` (as the installed unit runs it, default) or `fleet agent`")
     parser.add_argument("--units", type=int, default=0,
                         help="watched units, each checked with `true` every metrics interval (default 0)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))  # run the cleanup below when stopped
 
     workdir = Path(tempfile.mkdtemp(prefix="agent-footprint-"))
     port = free_port()
