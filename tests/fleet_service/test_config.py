@@ -1,0 +1,169 @@
+"""Desired/reported config over a real broker: versions, If-Match, validation, group defaults per tag."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from protocol.ids import now_ms
+from protocol.topics import Kind
+from tests.fleet_service.control_support import Responder, silent
+from tests.support.services import wait_for
+
+
+def config(fleet, device_id: str) -> dict:
+    r = fleet.api.get(f"/api/devices/{device_id}/config")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def report(unit: Responder, version: int, status: str, cfg: dict, error: str | None = None) -> None:
+    unit.unit.publish(Kind.CONFIG_REPORTED, {"v": 1, "version": version, "status": status, "error": error,
+                                             "config": cfg, "ts": now_ms()}, retain=True)
+
+
+def received(unit: Responder, version: int) -> dict:
+    """The config/desired message of `version` at the unit (waits for it)."""
+    return wait_for(lambda: next((c for c in unit.configs if c["version"] == version), None),
+                    what=f"{unit.device_id} receiving desired v{version} (got {[c['version'] for c in unit.configs]})")
+
+
+@pytest.mark.parametrize("fleet", ["embedded-sqlite", "mosquitto-postgres"], indirect=True)
+def test_put_publishes_retained_get_compares_and_if_match_guards(fleet):
+    secret = fleet.enroll("cfg-1")
+    unit = Responder(fleet.mqtt_port, "cfg-1", secret, policy=silent, config=True).start()
+    wait_for(lambda: fleet.status("cfg-1")["online"], what="online")
+    empty = config(fleet, "cfg-1")
+    assert (empty["desired"], empty["desired_version"], empty["reported_version"]) == ({}, 0, 0)
+
+    wanted = {"video_bitrate_kbps": 6000, "resolution": "1080p", "site": {"room": "A1"}}
+    r = fleet.api.put("/api/devices/cfg-1/config", json=wanted)
+    assert r.status_code == 200, r.text
+    assert r.json()["desired_version"] == 1 and r.headers["etag"] == '"1"'
+    assert received(unit, 1) == {"v": 1, "version": 1, "config": wanted}
+    assert config(fleet, "cfg-1")["in_sync"] is False
+
+    report(unit, 1, "applied", wanted)
+    synced = wait_for(lambda: (c := config(fleet, "cfg-1"))["in_sync"] and c, what="in sync")
+    assert synced["reported"] == wanted and synced["reported_version"] == 1 and synced["status"] == "applied"
+
+    second = {**wanted, "video_bitrate_kbps": 8000}
+    ok = fleet.api.put("/api/devices/cfg-1/config", json=second, headers={"If-Match": '"1"'})
+    assert ok.status_code == 200 and ok.json()["desired_version"] == 2
+    stale = fleet.api.put("/api/devices/cfg-1/config", json={"video_bitrate_kbps": 1000}, headers={"If-Match": '"1"'})
+    assert stale.status_code == 412 and "version 2" in stale.json()["detail"]
+    assert received(unit, 2)["config"] == second
+
+    report(unit, 2, "failed", second, "camera 2 does not support 8000 kbit/s")
+    failed = wait_for(lambda: (c := config(fleet, "cfg-1"))["status"] == "failed" and c, what="failure reported")
+    assert failed["in_sync"] is False and failed["error"] == "camera 2 does not support 8000 kbit/s"
+    assert failed["desired"] == second and failed["desired_version"] == 2
+    unit.stop()
+
+    # Retained: a unit that connects now still gets the newest desired config, and only that one.
+    again = Responder(fleet.mqtt_port, "cfg-1", secret, policy=silent, config=True).start()
+    assert received(again, 2)["config"] == second
+    time.sleep(0.3)
+    assert [c["version"] for c in again.configs] == [2] and [c["version"] for c in unit.configs] == [1, 2]
+    again.stop()
+
+
+@pytest.mark.parametrize("fleet", ["mosquitto-sqlite"], indirect=True)
+def test_invalid_config_is_refused_and_nothing_is_published(fleet):
+    secret = fleet.enroll("cfg-2")
+    unit = Responder(fleet.mqtt_port, "cfg-2", secret, policy=silent, config=True).start()
+    wait_for(lambda: fleet.status("cfg-2")["online"], what="online")
+    assert fleet.api.put("/api/devices/cfg-2/config", json={"log_level": "info"}).status_code == 200
+    received(unit, 1)
+
+    bad_bodies = [
+        ([1, 2], "JSON object"),
+        ("recorder", "JSON object"),
+        ({"filler": "x" * 70_000}, "bytes"),
+        ({"video_bitrate_kbps": "high"}, "video_bitrate_kbps"),
+        ({"video_bitrate_kbps": True}, "video_bitrate_kbps"),
+        ({"recording_enabled": 1}, "recording_enabled"),
+        ({"resolution": "8k"}, "resolution"),
+        ({"framerate": 500}, "framerate"),
+        ({"upload_url": "ftp://x"}, "upload_url"),
+        ({"cameras": ["cam1", 2]}, "cameras"),
+    ]
+    for body, needle in bad_bodies:
+        r = fleet.api.put("/api/devices/cfg-2/config", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert needle in r.json()["detail"], (body, r.json())
+    nan = fleet.api.put("/api/devices/cfg-2/config", content=b'{"framerate": NaN}',
+                        headers={"content-type": "application/json"})
+    assert nan.status_code == 422 and "NaN" in nan.json()["detail"]
+    assert fleet.api.put("/api/devices/cfg-2/config", json={"x": 1}, headers={"If-Match": "yesterday"}).status_code \
+        == 422
+    assert fleet.api.put("/api/devices/nope/config", json={"x": 1}).status_code == 404
+    assert fleet.api.get("/api/devices/nope/config").status_code == 404
+    assert fleet.api.put("/api/config/groups/hall", json={"log_level": "loud"}).status_code == 422
+    assert fleet.api.put("/api/config/groups/bad%20tag", json={}).status_code == 422
+
+    assert config(fleet, "cfg-2")["desired_version"] == 1
+    # A valid change after all that arrives as the very next version: nothing was published in between.
+    assert fleet.api.put("/api/devices/cfg-2/config", json={"log_level": "debug", "extra": [1]}).status_code == 200
+    assert received(unit, 2)["config"] == {"log_level": "debug", "extra": [1]}
+    assert [c["version"] for c in unit.configs] == [1, 2]
+    assert fleet.api.get("/api/config/groups").json()["items"] == []
+    schema = fleet.api.get("/api/config/schema").json()
+    assert schema["known"]["video_bitrate_kbps"]["type"] == "integer"
+    unit.stop()
+
+
+@pytest.mark.parametrize("fleet", ["embedded-sqlite", "mosquitto-postgres"], indirect=True)
+def test_group_defaults_merge_with_a_units_own_config_and_follow_its_tags(fleet):
+    units = {}
+    for device_id, tags in (("hall-a", ["hall"]), ("hall-b", ["hall", "stage"]), ("plain", [])):
+        secret = fleet.enroll(device_id, tags=tags)
+        units[device_id] = Responder(fleet.mqtt_port, device_id, secret, policy=silent, config=True).start()
+    a, b, plain = units["hall-a"], units["hall-b"], units["plain"]
+
+    assert fleet.api.put("/api/devices/hall-b/config", json={"video_bitrate_kbps": 8000}).status_code == 200
+    assert received(b, 1)["config"] == {"video_bitrate_kbps": 8000}
+
+    hall = {"video_bitrate_kbps": 4000, "log_level": "info", "recorder": {"audio": "mic1", "codec": "h264"}}
+    r = fleet.api.put("/api/config/groups/hall", json=hall)
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 1 and r.json()["units"] == 2 and r.json()["changed_units"] == 2
+    assert received(a, 1)["config"] == hall
+    assert received(b, 2)["config"] == {**hall, "video_bitrate_kbps": 8000}  # the unit's own setting wins
+
+    stage = {"log_level": "debug", "recorder": {"codec": "h265"}}
+    assert fleet.api.put("/api/config/groups/stage", json=stage, params={"priority": 10}).status_code == 200
+    expected_b = {"video_bitrate_kbps": 8000, "log_level": "debug", "recorder": {"audio": "mic1", "codec": "h265"}}
+    assert received(b, 3)["config"] == expected_b  # stage (priority 10) over hall, merged key by key
+    view = config(fleet, "hall-b")
+    assert view["desired"] == expected_b and view["own"] == {"video_bitrate_kbps": 8000}
+    assert [g["tag"] for g in view["groups"]] == ["hall", "stage"]
+
+    # A change for the whole tag: every hall unit whose effective config moves gets a new version.
+    hall2 = {**hall, "video_bitrate_kbps": 5000, "retention_days": 7}
+    changed = fleet.api.put("/api/config/groups/hall", json=hall2, headers={"If-Match": '"1"'}).json()
+    assert changed["version"] == 2 and changed["changed_units"] == 2
+    assert received(a, 2)["config"] == hall2
+    assert received(b, 4)["config"] == {**expected_b, "retention_days": 7}
+    conflict = fleet.api.put("/api/config/groups/hall", json=hall, headers={"If-Match": '"1"'})
+    assert conflict.status_code == 412
+
+    # Retagging a unit brings it under the group; a newly enrolled tagged unit starts with the defaults.
+    assert fleet.api.patch("/api/devices/plain", json={"tags": ["hall"]}).status_code == 200
+    assert received(plain, 1)["config"] == hall2
+    fleet.enroll("hall-new", tags=["hall"])
+    fresh = wait_for(lambda: (c := config(fleet, "hall-new"))["desired_version"] == 1 and c, what="new unit config")
+    assert fresh["desired"] == hall2
+
+    deleted = fleet.api.delete("/api/config/groups/stage")
+    assert deleted.status_code == 200 and deleted.json()["changed_units"] == 1
+    assert received(b, 5)["config"] == {**hall2, "video_bitrate_kbps": 8000}
+    assert fleet.api.get("/api/config/groups/stage").status_code == 404
+    assert [g["tag"] for g in fleet.api.get("/api/config/groups").json()["items"]] == ["hall"]
+    time.sleep(0.3)
+    assert [c["version"] for c in a.configs] == [1, 2] and [c["version"] for c in b.configs] == [1, 2, 3, 4, 5]
+    for unit in units.values():
+        unit.stop()
+    assert json.dumps(config(fleet, "hall-a")["desired"]) == json.dumps(hall2)
