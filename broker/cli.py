@@ -35,10 +35,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name, None) is not None}
     settings = load_settings(**given)
-    if settings.service_secret is None:
+    if settings.service_password is None:
         log.warning("FLEET_SERVICE_SECRET is not set: the service account is disabled, only units can connect")
-    credentials = SqlCredentialStore(settings.database_url, settings.service_secret and
-                                     settings.service_secret.get_secret_value())
+    credentials = SqlCredentialStore(settings.database_url, settings.service_password)
     try:
         asyncio.run(_serve(EmbeddedBroker(settings, credentials)))
     finally:

@@ -43,6 +43,11 @@ class BrokerSettings(BaseSettings):
         return self
 
     @property
+    def service_password(self) -> str | None:
+        """The service account's password, or None when the account is disabled."""
+        return self.service_secret.get_secret_value() or None if self.service_secret else None
+
+    @property
     def tls_enabled(self) -> bool:
         return self.tls_certfile is not None
 

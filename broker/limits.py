@@ -25,12 +25,15 @@ class FailureLimiter:
             return
         if source not in self._failures and len(self._failures) >= self._max_sources:
             self._prune()
-        self._recent(source).append(time.monotonic())
+        self._failures[source] = [*self._recent(source), time.monotonic()]
 
     def _recent(self, source: str) -> list[float]:
         cutoff = time.monotonic() - self._window
         stamps = [t for t in self._failures.get(source, ()) if t > cutoff]
-        self._failures[source] = stamps
+        if stamps:
+            self._failures[source] = stamps
+        else:
+            self._failures.pop(source, None)
         return stamps
 
     def _prune(self) -> None:

@@ -12,7 +12,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from broker.credentials import CredentialStore, Principal
-from broker.limits import FailureLimiter
+from broker.limits import FailureLimiter, LogThrottle
 from protocol.topics import service_may_access, unit_may_publish, unit_may_subscribe
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class FleetAuthPlugin(BaseAuthPlugin):
             raise TypeError("FleetAuthPlugin needs a CredentialStore in its 'credentials' option")
         self._store: CredentialStore = self.config.credentials
         self._limiter = FailureLimiter(self.config.failures_per_minute)
+        self._log_throttle = LogThrottle()
 
     async def authenticate(self, *, session: Session) -> bool:
         refusal = await self._check(session)
@@ -70,7 +71,8 @@ class FleetAuthPlugin(BaseAuthPlugin):
             log.info("refused anonymous client %r from %s", session.client_id, source)
             return NOT_AUTHORIZED
         if self._limiter.blocked(source):
-            log.warning("refused %r from %s: too many failed logins", session.username, source)
+            if self._log_throttle.allow(source):
+                log.warning("refusing logins from %s for a while: too many failures", source)
             return BAD_USERNAME_PASSWORD
         principal = await self._store.authenticate(session.username, session.password)
         if principal is None:

@@ -43,7 +43,10 @@ class EmbeddedBroker:
         _quiet_amqtt_logging()
         for attempt in range(1, _START_ATTEMPTS + 1):
             ports = self._choose_ports()
-            broker = self._build(ports)
+            try:
+                broker = self._build(ports)
+            except (AmqttBrokerError, ValueError, OSError) as exc:  # e.g. a missing certificate file
+                raise BrokerError(f"MQTT broker configuration is invalid: {exc}") from exc
             try:
                 await broker.start()
             except AmqttBrokerError as exc:

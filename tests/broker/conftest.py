@@ -1,8 +1,9 @@
 """A real broker per test, in its own event-loop thread so tests can drive it with blocking clients.
 
-FLEET_TEST_BROKER=plain runs the same tests against plain amqtt 0.12.1 (our auth and ACL plugins, none of
-our broker fixes); the tests marked as defect regressions are expected to fail there. That is how the
-regression tests were shown to detect each defect; it is not part of a normal run.
+FLEET_TEST_BROKER=plain runs the same tests against plain amqtt 0.12.1 with our auth and ACL plugins but
+none of our broker fixes; FLEET_TEST_BROKER=permissive against plain amqtt with an allow-everyone auth
+plugin and an allow-everything topic plugin. The defect regressions in test_defects.py fail in both
+modes; that is how they were shown to detect each defect. Neither mode is part of a normal run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from amqtt.broker import Broker
+from amqtt.plugins.base import BaseTopicPlugin
 
 from broker import EmbeddedBroker, StaticCredentialStore, load_settings
 from broker.config import BrokerSettings
@@ -28,7 +30,15 @@ from tests.support.services import free_port
 
 SERVICE_SECRET = "service-secret-for-tests"
 UNITS = {f"u{i}": f"secret-u{i}" for i in range(1, 5)} | {f"p{i}": f"secret-p{i}" for i in range(4)}
-PLAIN = os.environ.get("FLEET_TEST_BROKER") == "plain"
+MODE = os.environ.get("FLEET_TEST_BROKER", "fleet")
+PLAIN = MODE in ("plain", "permissive")
+
+
+class AllowAllTopics(BaseTopicPlugin):
+    """A topic plugin that allows everything (amqtt still runs its topic-check path)."""
+
+    async def topic_filtering(self, *, session=None, topic=None, action=None) -> bool:
+        return True
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +75,13 @@ class PlainBroker:
 
     def __init__(self, settings: BrokerSettings, credentials: StaticCredentialStore) -> None:
         self.port = free_port()
-        self._broker = Broker(amqtt_config(settings, {"default": self.port}, credentials))
+        config = amqtt_config(settings, {"default": self.port}, credentials)
+        if MODE == "permissive":
+            config["plugins"] = {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+                "tests.broker.conftest.AllowAllTopics": {},
+            }
+        self._broker = Broker(config)
 
     async def start(self) -> None:
         await self._broker.start()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,7 +20,7 @@ from broker import BrokerError, EmbeddedBroker, StaticCredentialStore, load_sett
 from protocol.ids import SERVICE_USERNAME
 from tests.broker.conftest import PLAIN, SERVICE_SECRET
 from tests.broker.wire_client import WireClient, packet
-from tests.support.services import wait_port
+from tests.support.services import require, wait_port
 
 UNSUBSCRIBE = 10
 
@@ -58,6 +61,25 @@ def test_websocket_listener_serves_mqtt(start_broker):
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def test_tls_listener_serves_mqtts(start_broker, tmp_path):
+    require(shutil.which("openssl") is not None, "openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    running = start_broker(mqtts_port=0, tls_certfile=str(cert), tls_keyfile=str(key))
+    context = ssl.create_default_context(cafile=str(cert))
+    raw = socket.create_connection(("127.0.0.1", running.broker.mqtts_port), timeout=10)
+    client = WireClient(0, sock=context.wrap_socket(raw, server_hostname="127.0.0.1"))
+    assert client.connect("svc", SERVICE_USERNAME, SERVICE_SECRET) == 0
+    client.ping()
+    with pytest.raises(BrokerError, match="invalid"):
+        running.call(EmbeddedBroker(load_settings(tls_certfile="/nonexistent", tls_keyfile="/nonexistent"),
+                                    StaticCredentialStore(None)).start())
 
 
 def test_persistent_service_session_gets_what_was_queued_while_away(start_broker):

@@ -74,8 +74,10 @@ def publish_packet(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
 
 
 class WireClient:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, sock: socket.socket | None = None
+    ) -> None:
+        self.sock = sock or socket.create_connection((host, port), timeout=timeout)
         self.timeout = timeout
         self.inbox: list[Received] = []
         self.auto_ack = True  # PUBACK every QoS 1 PUBLISH as it arrives
