@@ -1,0 +1,102 @@
+// Time, size and number formatting for the operator UI.
+
+const pad = (n) => String(n).padStart(2, "0");
+
+/** Milliseconds since the epoch from an API value (ms number or ISO 8601 string); null when absent. */
+export function toMs(value) {
+  if (value === null || value === undefined || value === "") return null;
+  if (typeof value === "number") return value;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+/** "just now", "12 s ago", "4 min ago", "3 h ago", "2 d ago"; "never" when unknown. */
+export function ago(value, now = Date.now()) {
+  const ms = toMs(value);
+  if (ms === null) return "never";
+  const s = Math.max(0, Math.round((now - ms) / 1000));
+  if (s < 2) return "just now";
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+/** A length of time in seconds, two units at most: "3 d 4 h", "12 min 5 s". */
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "–";
+  let s = Math.max(0, Math.round(seconds));
+  const parts = [];
+  for (const [size, label] of [[86400, "d"], [3600, "h"], [60, "min"], [1, "s"]]) {
+    if (s >= size || (size === 1 && parts.length === 0)) {
+      parts.push(`${Math.floor(s / size)} ${label}`);
+      s %= size;
+    }
+    if (parts.length === 2) break;
+  }
+  return parts.join(" ");
+}
+
+/** Local wall-clock time "14:03:21". */
+export function clock(value) {
+  const ms = toMs(value);
+  if (ms === null) return "–";
+  const d = new Date(ms);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** Local date and time "2024-05-01 14:03:21". */
+export function dateTime(value) {
+  const ms = toMs(value);
+  if (ms === null) return "–";
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock(ms)}`;
+}
+
+/** An axis label for a time, coarser when the visible span is long. */
+export function timeTick(ms, spanMs) {
+  const d = new Date(ms);
+  const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  if (spanMs <= 2 * 86400_000) return hm;
+  return `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}`;
+}
+
+const BYTE_UNITS = ["B", "KB", "MB", "GB", "TB", "PB"];
+
+export function bytes(n) {
+  if (n === null || n === undefined || Number.isNaN(n)) return "–";
+  let v = Math.abs(n);
+  let i = 0;
+  while (v >= 1000 && i < BYTE_UNITS.length - 1) {
+    v /= 1000;
+    i += 1;
+  }
+  const digits = v >= 100 || i === 0 ? 0 : 1;
+  return `${n < 0 ? "-" : ""}${v.toFixed(digits)} ${BYTE_UNITS[i]}`;
+}
+
+export const rate = (n) => (n === null || n === undefined ? "–" : `${bytes(n)}/s`);
+
+export function percent(v) {
+  return v === null || v === undefined || Number.isNaN(v) ? "–" : `${Math.round(v)} %`;
+}
+
+export function celsius(v) {
+  return v === null || v === undefined || Number.isNaN(v) ? "–" : `${Math.round(v)} °C`;
+}
+
+/** A number with at most `digits` decimals and no trailing zeros. */
+export function num(v, digits = 1) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  return String(Number(v.toFixed(digits)));
+}
+
+export const count = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
+
+/** Warning level of a gauge value for colouring: "ok", "warn" or "crit". */
+export function level(v, warn, crit) {
+  if (v === null || v === undefined) return "none";
+  if (v >= crit) return "crit";
+  if (v >= warn) return "warn";
+  return "ok";
+}

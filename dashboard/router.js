@@ -1,0 +1,35 @@
+// Hash routes (#/, #/units/ID, #/rollouts, #/rollouts/ID): no server-side fallback needed for deep links.
+
+const ROUTES = [
+  [/^\/?$/, "overview"],
+  [/^\/units\/([^/]+)$/, "unit"],
+  [/^\/rollouts\/?$/, "rollouts"],
+  [/^\/rollouts\/([^/]+)$/, "rollout"],
+];
+
+/** The current route: {name, id, query (URLSearchParams), path}. Unknown paths name "notfound". */
+export function currentRoute() {
+  const raw = location.hash.replace(/^#/, "") || "/";
+  const [path, search = ""] = raw.split("?", 2);
+  const query = new URLSearchParams(search);
+  for (const [pattern, name] of ROUTES) {
+    const m = pattern.exec(path);
+    if (m) return { name, id: m[1] ? decodeURIComponent(m[1]) : null, query, path };
+  }
+  return { name: "notfound", id: null, query, path };
+}
+
+/** Replace the query of the current route without adding a history entry or re-rendering the view. */
+export function replaceQuery(params) {
+  const { path } = currentRoute();
+  const search = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined));
+  const hash = `#${path}${search.toString() ? `?${search}` : ""}`;
+  if (hash !== location.hash) history.replaceState(null, "", hash);
+}
+
+export const unitHref = (id) => `#/units/${encodeURIComponent(id)}`;
+export const rolloutHref = (id) => `#/rollouts/${encodeURIComponent(id)}`;
+
+export function onRouteChange(fn) {
+  window.addEventListener("hashchange", () => fn(currentRoute()));
+}
