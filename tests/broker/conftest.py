@@ -12,7 +12,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -102,6 +102,7 @@ class Running:
     broker: EmbeddedBroker | PlainBroker
     store: Any
     loop: LoopThread
+    clients: list[WireClient] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -113,6 +114,7 @@ class Running:
     def wire(self, client_id: str | None = None, *, password: str | None = None, **kw: Any) -> WireClient:
         """A connected raw client: the service account when client_id is None or starts with 'svc'."""
         client = WireClient(self.port)
+        self.clients.append(client)
         cid = client_id or "svc"
         if cid.startswith("svc"):
             rc = client.connect(cid, SERVICE_USERNAME, password or SERVICE_SECRET, **kw)
@@ -168,6 +170,8 @@ def start_broker(unit_hashes: dict[str, str]) -> Iterator[Callable[..., Running]
 
     yield start
     for running in started:
+        for client in running.clients:
+            client.close()
         running.call(running.broker.stop())
         running.loop.close()
 
