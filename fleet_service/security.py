@@ -14,9 +14,11 @@ from sqlmodel import Session, select
 
 from fleet_service.models import ApiToken, Device
 from protocol.ids import now_ms
-from protocol.secrets import fingerprint, verify_secret
+from protocol.secrets import fingerprint, hash_secret, verify_secret
 
 ROLES = ("viewer", "operator", "admin")
+# Checked for unknown names, so a miss costs as much time as a wrong secret.
+DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
 TOKEN_PREFIX = "flt_"
 
 
@@ -82,8 +84,9 @@ class Authenticator:
             return Identity("device", device_id, "unit")
         with Session(self._engine) as s:
             row = s.get(Device, device_id)
-            stored = row.secret_hash if row else None
-        if not verify_secret(secret, stored):
+            stored = row.secret_hash if row else DUMMY_HASH
+        # An unknown unit costs the same slow hash as a wrong secret: timing does not tell which ids exist.
+        if not verify_secret(secret, stored) or row is None:
             return None
         with self._lock:
             self._device_cache[device_id] = (key, time.monotonic() + self._cache_s)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from fleet_service.models import User, WebSession
-from fleet_service.security import ROLES
+from fleet_service.security import DUMMY_HASH, ROLES
 from protocol.ids import now_ms
 from protocol.secrets import hash_secret, verify_secret
 
@@ -20,8 +20,6 @@ __all__ = ["UserError", "add_user", "check_password", "delete_user", "get_user",
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
-# Checked when the username is unknown, so a miss costs as much time as a wrong password.
-_DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
 
 
 class UserError(ValueError):
@@ -108,5 +106,5 @@ def delete_user(engine: Engine, username: str) -> bool:
 def check_password(engine: Engine, username: str, password: str) -> User | None:
     """The user when the password matches; the same slow hash runs whether or not the user exists."""
     user = get_user(engine, username) if isinstance(username, str) and len(username) <= 64 else None
-    ok = verify_secret(password, user.password_hash if user else _DUMMY_HASH)
+    ok = verify_secret(password, user.password_hash if user else DUMMY_HASH)
     return user if ok and user is not None else None

@@ -31,7 +31,7 @@ __all__ = ["COOKIE_NAME", "CSRF_HEADER", "SessionAuth", "SessionStore", "csrf_fo
 COOKIE_NAME = "fleet_session"
 CSRF_HEADER = "x-csrf-token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_TOUCH_EVERY_MS = 60_000  # idle expiry is tracked to the minute: no database write on every request
+_TOUCH_EVERY_MS = 60_000  # idle expiry is tracked to the minute (at most): no database write per request
 
 
 def csrf_for(session_token: str) -> str:
@@ -51,6 +51,7 @@ class SessionStore:
         self.idle_ms = idle_s * 1000
         self.max_age_ms = max_age_s * 1000
         self.max_age_s = max_age_s
+        self.touch_every_ms = min(_TOUCH_EVERY_MS, self.idle_ms // 4)
 
     def create(self, user: User, source_ip: str, user_agent: str) -> str:
         """A new session for `user` (the cookie value); expired sessions are swept on the way."""
@@ -83,7 +84,7 @@ class SessionStore:
             user = s.get(User, row.user_id)
             if user is None:
                 return None
-            if now - row.last_seen_at >= _TOUCH_EVERY_MS:
+            if now - row.last_seen_at >= self.touch_every_ms:
                 row.last_seen_at = now
                 s.add(row)
                 s.commit()
