@@ -281,7 +281,7 @@ class RolloutEngine:
                     abort_threshold=plan.abort_threshold, created_at=now, updated_at=now, created_by=plan.created_by)
         rows = [{"rollout_id": r.id, "device_id": d, "position": i, "batch": i // plan.batch_size,
                  "state": "pending", "command_id": None, "updated_at": now} for i, d in enumerate(plan.device_ids)]
-        with Session(self._engine) as s:
+        with Session(self._engine, expire_on_commit=False) as s:
             s.add(r)
             s.flush()
             for start in range(0, len(rows), INSERT_CHUNK):
