@@ -97,11 +97,15 @@ class EmbeddedBroker:
         """Close a client's live connection as a TCP drop would (its Will fires); False if not connected."""
         return await self.amqtt.disconnect(client_id)
 
-    async def revoke(self, device_id: str) -> bool:
-        """After a unit is deleted or its secret rotated: drop cached logins and its live connection."""
+    def forget(self, device_id: str) -> None:
+        """After a unit's secret changed: its next CONNECT is checked against the store, not a cached login."""
         forget = getattr(self._credentials, "forget", None)
         if forget is not None:
             forget(device_id)
+
+    async def revoke(self, device_id: str) -> bool:
+        """After a unit is deleted: drop cached logins and close its live connection (its Will fires)."""
+        self.forget(device_id)
         return await self.disconnect(device_id)
 
     # ---- configuration --------------------------------------------------------------------------
