@@ -42,7 +42,7 @@ def _target(state: dict[str, Any], params: dict[str, Any]) -> str:
 
 
 class AuditMiddleware:
-    """ASGI middleware around the API: records after the response, from what routing and auth left in scope.
+    """ASGI middleware around the API: records as the answer starts, from what routing and auth left in scope.
 
     Routes name their target through `request.state.audit_target` when it is not a path parameter (e.g.
     the id in an enrollment body); `identify` leaves `request.state.identity`.
@@ -56,18 +56,20 @@ class AuditMiddleware:
         if scope["type"] != "http" or scope["method"] not in AUDITED_METHODS or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        status = 500
+        stored = False
 
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+        async def store_then_send(message: Message) -> None:
+            nonlocal stored
+            if message["type"] == "http.response.start" and not stored:
+                stored = True  # recorded before the caller sees the answer: an audit read after it finds it
+                await self._store(scope, message["status"])
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive, store_then_send)
         finally:
-            await self._store(scope, status)
+            if not stored:  # the app failed before answering
+                await self._store(scope, 500)
 
     async def _store(self, scope: Scope, status: int) -> None:
         state = scope.get("state") or {}

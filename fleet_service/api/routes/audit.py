@@ -19,7 +19,8 @@ def list_audit(
     _: Admin,
     actor: Annotated[str | None, Query(max_length=120, description="e.g. user:alice, token:ci")] = None,
     target: Annotated[str | None, Query(max_length=120, description="a unit id, username, token id ...")] = None,
-    method: Annotated[str | None, Query(pattern="^(POST|PUT|PATCH|DELETE)$")] = None,
+    method: Annotated[str | None, Query(pattern="^(POST|PUT|PATCH|DELETE|CLI)$", description="CLI: command line")]
+    = None,
     route: Annotated[str | None, Query(max_length=200, description="route template, e.g. /api/devices/{device_id}")]
     = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
