@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -17,7 +19,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from protocol.ids import SERVICE_USERNAME, is_device_id
-from protocol.secrets import verify_secret
+from protocol.secrets import hash_secret, verify_secret
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,9 @@ class _SecretStore:
         self._cache[key] = now + CACHE_TTL_S
 
     def _check_unit(self, device_id: str, password: str) -> bool:
-        return verify_secret(password, self._secret_hash(device_id))
+        stored = self._secret_hash(device_id)
+        # An unknown id costs the same slow hash as a known one, so timing does not tell which ids exist.
+        return verify_secret(password, stored or _dummy_hash()) and stored is not None
 
     def _secret_hash(self, device_id: str) -> str | None:
         raise NotImplementedError
@@ -136,6 +140,11 @@ class SqlCredentialStore(_SecretStore):
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_secret(secrets.token_urlsafe(16))
 
 
 _ASYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
