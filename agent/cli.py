@@ -30,6 +30,11 @@ _HELP = {
     "heartbeat_interval": "seconds between heartbeats (default 30)",
     "metrics_interval": "seconds between metrics samples (default 10)",
     "keepalive": "MQTT keepalive in seconds (default 30)",
+    "relay_port": "loopback port of the recorder's signalling WebSocket and /turn-credentials (default 8765; 0: off)",
+    "relay_origin": "browser origin allowed on the relay port besides loopback pages (repeatable)",
+    "api_url": "fleet service base URL (https://host:port) to fetch TURN credentials from",
+    "turn_file": "JSON file kept filled with fresh TURN credentials for the recorder (mode 0640)",
+    "turn_ttl": "seconds of TURN credential validity to ask for (default: the service's)",
 }
 
 

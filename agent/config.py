@@ -81,6 +81,15 @@ class AgentSettings(BaseSettings):
     log_batch_interval: float = Field(default=2.0, gt=0)
     file_poll_interval: float = Field(default=1.0, gt=0)
 
+    # Signalling relay for the recorder: a WebSocket on 127.0.0.1 bridged to relay/down|up (0 disables)
+    relay_port: int = Field(default=8765, ge=0, le=65535)
+    relay_origin: StrList = Field(default_factory=list)
+
+    # TURN credentials fetched from the fleet service for the recorder (file and/or the relay port)
+    api_url: str | None = None
+    turn_file: Path | None = None
+    turn_ttl: int | None = Field(default=None, ge=1)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -92,7 +101,7 @@ class AgentSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _TomlFileSource(settings_cls))
 
-    @field_validator("unit", "log_unit", "log_file", "disk_path", "config_unit", mode="before")
+    @field_validator("unit", "log_unit", "log_file", "disk_path", "config_unit", "relay_origin", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # FLEET_UNIT="a.service,b.service" as well as TOML arrays and repeated CLI options.
@@ -117,6 +126,27 @@ class AgentSettings(BaseSettings):
         if parts.password:
             raise ValueError("broker_url must not carry a password; use secret or secret_file")
         return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("api_url must look like https://host[:port] (the fleet service's base URL)")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("api_url must not carry credentials, a query or a fragment")
+        return value.rstrip("/")
+
+    @field_validator("relay_origin")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+                raise ValueError(f"relay_origin {origin!r} must look like http(s)://host[:port]")
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("restart_command", "check_command")
     @classmethod

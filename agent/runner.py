@@ -28,6 +28,8 @@ from protocol.topics import Kind, parse, topic
 
 if TYPE_CHECKING:
     from agent.logs_follow import FileFollower, JournalFollower, LogPump
+    from agent.relay_bridge import RelayBridge
+    from agent.turn_fetch import TurnFetcher
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,23 @@ class Agent:
         self.software_version = settings.software_version or describe(settings.repo)
         self.store = Store(settings.state_dir)
         self.outbox = Outbox(self.store, settings.outbox_max_bytes)
+        self.turn: TurnFetcher | None = None
+        if settings.api_url:  # imported only when this unit fetches TURN credentials for its recorder
+            from agent.turn_fetch import TurnFetcher
+
+            self.turn = TurnFetcher(settings)
+        self.relay: RelayBridge | None = None
+        if settings.relay_port:
+            from agent.relay_bridge import RelayBridge
+
+            self.relay = RelayBridge(settings.relay_port, self._publish_relay_up, self.turn, settings.relay_origin)
+        subscriptions = [self._topic(Kind.CMD), self._topic(Kind.CONFIG_DESIRED)]
+        if self.relay is not None:
+            subscriptions.append(self._topic(Kind.RELAY_DOWN))
         self.connection = Connection(
             settings,
             Hooks(birth=self._birth, on_connected=self._on_connected, on_message=self._on_message),
-            subscriptions=[self._topic(Kind.CMD), self._topic(Kind.CONFIG_DESIRED)],
+            subscriptions=subscriptions,
         )
         self.sender = OutboxSender(self.outbox, self.connection, self._topic(Kind.LOGS), settings.log_batch_records)
         self.connection.hooks.on_published = self.sender.on_published
@@ -97,6 +112,10 @@ class Agent:
                 follower.start()
         self._spawn(self._heartbeats, "agent-heartbeat")
         self._spawn(self._metrics, "agent-metrics")
+        if self.turn is not None:
+            self.turn.start()
+        if self.relay is not None:
+            self.relay.start()
         self.connection.start()
 
     def stop(self, clean: bool = True, timeout: float = 5.0) -> None:
@@ -111,6 +130,10 @@ class Agent:
             if follower is not None:
                 follower.stop(timeout)
         self.commands.stop(timeout)
+        if self.relay is not None:
+            self.relay.stop(timeout)
+        if self.turn is not None:
+            self.turn.stop(timeout)
         self.connection.stop(clean=clean, timeout=timeout)
         self.sender.stop(timeout)
         for t in self._threads:
@@ -156,6 +179,9 @@ class Agent:
     def _report_config(self, report: ConfigReported) -> None:
         self.outbox.add_message(self._topic(Kind.CONFIG_REPORTED), encode(report), retain=True)
 
+    def _publish_relay_up(self, data: bytes) -> bool:
+        return self.connection.publish(self._topic(Kind.RELAY_UP), data, qos=1) is not None
+
     def _on_connected(self, session: str) -> None:
         self.sender.wake()
         self._heartbeat_now.set()
@@ -165,7 +191,10 @@ class Agent:
             kind = parse(name).kind
         except ProtocolError:
             return
-        if kind is Kind.CMD:
+        if kind is Kind.RELAY_DOWN:
+            if self.relay is not None:
+                self.relay.on_down(payload)
+        elif kind is Kind.CMD:
             self.commands.submit(payload)
         elif kind is Kind.CONFIG_DESIRED:
             try:
