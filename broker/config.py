@@ -26,7 +26,7 @@ class BrokerSettings(BaseSettings):
     keepalive_factor: float = Field(default=1.5, ge=1.0)
     max_connections: int = Field(default=10_000, ge=0)
     max_queued_messages: int = Field(default=100_000, gt=0)  # per session, offline or not keeping up
-    max_inflight_messages: int = Field(default=1000, gt=0, le=60_000)  # unacknowledged QoS>0 per connection
+    max_inflight_messages: int = Field(default=100, gt=0, le=60_000)  # unacknowledged QoS>0 per connection
     session_expiry_s: int | None = Field(default=7 * 24 * 3600, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     auth_failures_per_minute: int = Field(default=30, ge=0)

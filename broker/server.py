@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from typing import Any
@@ -56,8 +57,9 @@ class EmbeddedBroker:
                     raise BrokerError(f"MQTT broker could not start: {exc.__cause__ or exc}") from exc
                 log.info("broker start attempt %d failed (%s); retrying on other ports", attempt, exc)
                 continue
-            self._broker, self._ports = broker, ports
-            log.info("MQTT broker listening on %s", ", ".join(f"{k} {v}" for k, v in ports.items()))
+            self._broker = broker
+            self._ports = {name: port or _bound_port(broker, name) for name, port in ports.items()}
+            log.info("MQTT broker listening on %s", ", ".join(f"{k} {v}" for k, v in self._ports.items()))
             return
 
     async def stop(self) -> None:
@@ -128,7 +130,10 @@ class EmbeddedBroker:
         return 0 in self._wanted_ports().values()
 
     def _choose_ports(self) -> dict[str, int]:
-        return {name: port or free_port(self._settings.mqtt_host) for name, port in self._wanted_ports().items()}
+        """Port 0 stays 0 (the OS picks; read back after start) when the host is one address, else a free port."""
+        host = self._settings.mqtt_host
+        single = _is_ip_literal(host)
+        return {name: port or (0 if single else free_port(host)) for name, port in self._wanted_ports().items()}
 
     def _build(self, ports: dict[str, int]) -> FleetBroker:
         s = self._settings
@@ -171,6 +176,19 @@ def amqtt_config(settings: BrokerSettings, ports: dict[str, int], credentials: C
             _TOPIC_PLUGIN: {},
         },
     }
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _bound_port(broker: FleetBroker, listener: str) -> int:
+    sockets = broker._servers[listener].instance.sockets  # asyncio and websockets servers both expose them
+    return int(next(iter(sockets)).getsockname()[1])
 
 
 def free_port(host: str) -> int:

@@ -56,7 +56,7 @@ class FleetBroker(RoutingBroker):
         max_payload_bytes: int,
         max_packet_bytes: int,
         max_queued_messages: int,
-        max_inflight_messages: int = 1000,
+        max_inflight_messages: int = 100,
         keepalive_factor: float = 1.5,
         connect_timeout_s: float = 10.0,
         watchdog_interval_s: float = 0.5,

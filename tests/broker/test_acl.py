@@ -74,7 +74,7 @@ def test_the_service_may_use_everything_under_fleet_only(mqtt):
     assert unit.subscribe("fleet/u1/cmd") == [1]
     service.publish("fleet/u1/cmd", b"to u1", qos=1)
     service.publish("fleet/u2/cmd", b"to u2", qos=1)
-    assert [m.payload for m in unit.messages(1.0)] == [b"to u1"]
+    assert [m.payload for m in unit.take(1)] == [b"to u1"]
 
 
 @pytest.mark.parametrize(

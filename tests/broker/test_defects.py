@@ -24,21 +24,21 @@ def test_keepalive_silent_and_stalled_clients_are_dropped_and_their_wills_fire(m
     pinging = mqtt.paho("u3", keepalive=1, will=_will("u3"))  # a live client that pings: never dropped
 
     silent = WireClient(mqtt.port)
+    connected_at = time.monotonic()  # before CONNECT: the broker's silence clock starts at reading it
     assert silent.connect("u1", "u1", "secret-u1", keepalive=1, will=_will("u1")) == 0
-    connected_at = time.monotonic()
     stalled = WireClient(mqtt.port)
     assert stalled.connect("u2", "u2", "secret-u2", keepalive=1, will=_will("u2")) == 0
     # Half a PUBLISH, then nothing: the broker must not wait for the rest forever.
     stalled.sock.sendall(packet(PUBLISH, 0, b"\x00\x0dfleet/u2/logs{}")[:6])
 
     arrived: dict[str, float] = {}
-    deadline = time.monotonic() + 6
+    deadline = time.monotonic() + 10
     while len(arrived) < 2 and time.monotonic() < deadline:
         message = service.next_message(0.2)
         if message is not None and message.payload and not json.loads(message.payload)["online"]:
             arrived[message.topic] = time.monotonic() - connected_at
     assert set(arrived) == {"fleet/u1/state", "fleet/u2/state"}, f"Wills received: {arrived}"
-    assert all(1.4 <= t <= 1.5 * 1 + 1.5 for t in arrived.values()), arrived
+    assert all(1.5 <= t <= 1.5 * 1 + 3.0 for t in arrived.values()), arrived  # 1.5 x keepalive, plus slack
     assert silent.closed_by_broker(2) and stalled.closed_by_broker(2)
     assert pinging.is_connected()
     assert service.next_message(0.3) is None  # no Will of the pinging client
@@ -120,7 +120,7 @@ def test_takeover_resuming_a_persistent_session_keeps_it_working(mqtt):
     time.sleep(0.3)  # let any teardown of the old connection run
     for n in range(3):
         service.publish("fleet/u1/cmd", str(n).encode(), qos=1)
-    got = [m.payload for m in new.messages(1.5) if m.topic == "fleet/u1/cmd"]
+    got = [m.payload for m in new.take(3) if m.topic == "fleet/u1/cmd"]
     assert got == [b"0", b"1", b"2"]  # subscriptions resumed; the session is still connected
     assert service.next_message(0.3) is None  # resuming publishes no Will
     new.ping()
@@ -149,7 +149,7 @@ def test_delivery_qos_is_the_minimum_of_publish_and_subscription(mqtt):
     unit = mqtt.wire("u1")
     unit.publish("fleet/u1/heartbeat", b"{}", qos=0)
     unit.publish("fleet/u1/logs", b"{}", qos=1)
-    got = {m.topic: m.qos for m in service.messages(1.0)}
+    got = {m.topic: m.qos for m in service.take(2)}
     assert got == {"fleet/u1/heartbeat": 0, "fleet/u1/logs": 0}
 
 
@@ -159,7 +159,7 @@ def test_retained_messages_reach_only_own_filters_the_acl_allows(mqtt):
     owner = mqtt.wire("u1")
     owner.publish("fleet/u1/state", b'{"v":1,"online":true}', qos=1, retain=True)
     service.publish("fleet/u1/config/desired", b'{"v":1,"version":1,"config":{}}', qos=1, retain=True)
-    assert len(service.messages(0.5)) == 2
+    assert len(service.take(2)) == 2
     other = mqtt.wire("u2")
     assert other.messages(1.0) == []  # nothing without a subscription
     assert other.subscribe("fleet/u2/config/desired") == [1]
@@ -177,7 +177,7 @@ def test_oversized_payloads_are_refused_and_the_broker_keeps_working(mqtt):
     unit = mqtt.wire("u1")
     unit.publish("fleet/u1/logs", b"x" * (MAX_PAYLOAD_BYTES + 1), qos=1)  # acknowledged, then dropped
     unit.publish("fleet/u1/logs", b"small", qos=1)
-    got = service.messages(1.0)
+    got = service.take(1)
     assert [m.payload for m in got] == [b"small"]
 
     flooder = mqtt.wire("u2")

@@ -146,6 +146,16 @@ class WireClient:
                 out.append(message)
         return out
 
+    def take(self, count: int, timeout: float = 10.0, grace: float = 0.3) -> list[Received]:
+        """Wait (generously) for `count` messages, then `grace` seconds more for any unexpected extra ones."""
+        out: list[Received] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < count and (left := deadline - time.monotonic()) > 0:
+            message = self.next_message(left)
+            if message is not None:
+                out.append(message)
+        return out + self.messages(grace)
+
     def closed_by_broker(self, timeout: float) -> bool:
         """True once the broker closes the connection within `timeout` (messages meanwhile are kept)."""
         deadline = time.monotonic() + timeout
