@@ -56,6 +56,10 @@ def transition(session: Session, cmd: Command, status: str, now: int) -> bool:
 
 def apply_result(session: Session, cmd: Command, res: CommandResult, now: int) -> dict[str, Any] | None:
     """Record a unit's report; duplicates and reports after a final state are ignored."""
+    if not allowed(cmd.status, res.status):
+        return None
+    if cmd.status == "queued":  # the unit answered before we marked it sent: it evidently got it
+        transition(session, cmd, "sent", now)
     if not transition(session, cmd, res.status, now):
         return None
     if res.exit_code is not None:

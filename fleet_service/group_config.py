@@ -283,7 +283,7 @@ class DesiredConfigs:
         return failures
 
     def _announce(self, d: Desired) -> None:
-        self._bus.publish("config", {"device_id": d.device_id, "desired_version": d.version, "status": "desired"},
+        self._bus.publish("config", {"device_id": d.device_id, "desired_version": d.version, "change": "desired"},
                           d.device_id)
 
     def _newer_than(self, versions: dict[str, int]) -> list[Desired]:
