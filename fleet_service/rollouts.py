@@ -108,8 +108,16 @@ def decide(r: Rollout, counts: dict[str, int], now: int) -> str | None:
     return "dispatch" if now >= r.next_batch_at else None
 
 
+def target_public(target: dict[str, Any], shown: int = 20) -> dict[str, Any]:
+    """A long id list is cut short (every unit is in the detail view's `units`): events stay small."""
+    ids = target.get("device_ids")
+    if isinstance(ids, list) and len(ids) > shown:
+        return {**target, "device_ids": ids[:shown], "more": len(ids) - shown}
+    return target
+
+
 def rollout_public(r: Rollout, counts: dict[str, int]) -> dict[str, Any]:
-    return {"id": r.id, "name": r.name, "command": r.command, "args": r.args, "target": r.target,
+    return {"id": r.id, "name": r.name, "command": r.command, "args": r.args, "target": target_public(r.target),
             "state": r.state, "reason": r.reason, "batch_size": r.batch_size, "batches": r.batches,
             "batch": r.dispatched_batches, "pause_s": r.pause_s, "abort_threshold": r.abort_threshold,
             "ttl_s": r.ttl_s, "timeout_s": r.timeout_s, "next_batch_at": iso(r.next_batch_at),

@@ -7,6 +7,9 @@ import time
 
 import pytest
 
+from fleet_service.config_schema import ConfigInvalid, validate_config
+from fleet_service.group_config import deep_merge, effective_config
+from fleet_service.models import ConfigGroup
 from protocol.ids import now_ms
 from protocol.topics import Kind
 from tests.fleet_service.control_support import Responder, silent
@@ -167,3 +170,20 @@ def test_group_defaults_merge_with_a_units_own_config_and_follow_its_tags(fleet)
     for unit in units.values():
         unit.stop()
     assert json.dumps(config(fleet, "hall-a")["desired"]) == json.dumps(hall2)
+
+
+def test_merge_order_and_the_known_keys():
+    groups = [ConfigGroup(tag="zone-b", config={"log_level": "warning", "site": {"floor": 2}}, priority=0),
+              ConfigGroup(tag="zone-a", config={"log_level": "info", "site": {"room": "A"}}, priority=0),
+              ConfigGroup(tag="vip", config={"log_level": "debug"}, priority=5),
+              ConfigGroup(tag="other", config={"retention_days": 1}, priority=9)]
+    merged = effective_config(groups, ["zone-a", "zone-b", "vip"], {"site": {"room": "B"}})
+    # vip (priority 5) over zone-b over zone-a (same priority: by tag); the unit's own values over all of them.
+    assert merged == {"log_level": "debug", "site": {"room": "B", "floor": 2}}
+    assert deep_merge({"a": {"b": 1}, "c": [1]}, {"a": 2, "c": [2]}) == {"a": 2, "c": [2]}
+
+    assert validate_config({"framerate": 29.97, "cameras": ["cam1"], "anything": {"goes": None}})
+    for bad in ({"framerate": "30"}, {"retention_days": 1.5}, {"retention_days": False}, {"log_level": "INFO"},
+                {"timezone": "Europe/Oslo; rm -rf"}, {"cameras": "cam1"}):
+        with pytest.raises(ConfigInvalid, match=next(iter(bad))):
+            validate_config(bad)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
+from fleet_service.events import EventBus
 from fleet_service.mosquitto_acl import acl_text
+from fleet_service.replica_events import MAX_MESSAGE_BYTES, EventRelay
+from fleet_service.telemetry import Registry
 from protocol import ProtocolError
 from protocol.ids import now_ms
 from protocol.topics import (
@@ -98,3 +102,34 @@ def test_each_replica_streams_the_events_the_other_persisted(tmp_path, mosquitto
             spy.client.disconnect()
             spy.client.loop_stop()
             unit.stop()
+
+
+async def test_a_large_burst_is_relayed_in_bounded_messages_and_arrives_whole():
+    sent: list[tuple[str, bytes]] = []
+
+    async def publish(name: str, payload: bytes, qos: int = 0) -> None:
+        sent.append((name, payload))
+
+    origin_bus, target_bus = EventBus(), EventBus()
+    origin = EventRelay(origin_bus, publish, Registry(), "replica-a", flush_interval_s=0.01)
+    target = EventRelay(target_bus, publish, Registry(), "replica-b")
+    task = asyncio.create_task(origin.run())
+    for i in range(3000):
+        origin_bus.publish("log", {"device_id": "u1", "msg": f"{i:04d} " + "x" * 200}, "u1")
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if sum(len(json.loads(p)["events"]) for _, p in sent) == 3000:
+            break
+    task.cancel()
+    assert len(sent) > 1 and all(len(p) <= MAX_MESSAGE_BYTES for _, p in sent)
+    assert {name for name, _ in sent} == {events_topic("replica-a")}
+    received = []
+    target_bus.taps.append(received.append)  # taps see only local events: the relayed ones must not show here
+    for name, payload in sent:
+        await target.handle(name, payload)
+        await origin.handle(name, payload)  # its own echo: ignored
+    await target.handle(events_topic("replica-x"), b"{not json")  # counted and dropped
+    assert received == []
+    relayed = [e for e in target_bus._recent if e.origin == "replica-a"]
+    assert [e.data["msg"][:4] for e in relayed] == [f"{i:04d}" for i in range(3000)]
+    assert len(origin_bus._recent) == 3000  # nothing came back to the origin

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from fleet_service.models import Rollout
+from fleet_service.rollouts import decide
 from tests.fleet_service.control_support import Responder, fail, silent, succeed
 from tests.support.managed_mosquitto import accepts, settings_overrides, start_managed_mosquitto
 from tests.support.services import wait_for
@@ -188,3 +190,26 @@ def test_a_rollout_continues_after_a_service_restart(tmp_path, mosquitto_factory
         assert [h["status"] for h in history] == ["queued", "sent", "accepted", "running", "succeeded"]
     for unit in units.values():
         unit.stop()
+
+
+def test_the_abort_rule_acts_as_soon_as_the_outcome_is_certain():
+    r = Rollout(id="r1", command="ping", batch_size=5, batches=4, abort_threshold=0.2, state="running",
+                dispatched_batches=1, created_at=0, updated_at=0)
+    assert decide(r, {"failed": 1, "succeeded": 4, "pending": 15}, 0) == "dispatch"  # 1 of 5: at, not over
+    r.dispatched_batches = 2
+    assert decide(r, {"failed": 2, "succeeded": 4, "running": 4, "pending": 10}, 0) is None  # could still pass
+    assert decide(r, {"failed": 3, "succeeded": 4, "running": 3, "pending": 10}, 0) == "abort"  # over, whatever comes
+    bad_ends = {"timed_out": 1, "expired": 1, "rejected": 1, "succeeded": 7, "pending": 10}
+    assert decide(r, bad_ends, 0) == "abort"  # every kind of bad end counts as failed
+    assert decide(r, {"canceled": 5, "succeeded": 5}, 0) == "complete"  # canceled is neither success nor failure
+    r.abort_threshold = 1.0
+    assert decide(r, {"failed": 10}, 0) == "complete"  # a threshold of 1 never aborts
+
+    r.abort_threshold, r.pause_s = 0.5, 2.0
+    assert decide(r, {"succeeded": 10, "pending": 10}, 0) == "wait"
+    r.next_batch_at = 5_000
+    assert decide(r, {"succeeded": 10, "pending": 10}, 4_999) is None
+    assert decide(r, {"succeeded": 10, "pending": 10}, 5_000) == "dispatch"
+    r.state = "paused"
+    assert decide(r, {"succeeded": 10, "pending": 10}, 9_000) is None  # paused: no new batch ...
+    assert decide(r, {"failed": 6, "succeeded": 4, "pending": 10}, 9_000) == "abort"  # ... but it still aborts
