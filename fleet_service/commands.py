@@ -77,7 +77,7 @@ def build(device_id: str, name: str, args: dict[str, Any] | None, *, ttl_s: int 
     ttl = DEFAULT_TTL_S if ttl_s is None else ttl_s
     return Command(id=new_id(), device_id=device_id, name=name, args=args, created_at=now, updated_at=now,
                    expires_at=now + ttl * 1000, timeout_s=timeout_s or DEFAULT_TIMEOUT_S.get(name, 300),
-                   created_by=created_by, rollout_id=rollout_id)
+                   created_by=created_by[:100], rollout_id=rollout_id)
 
 
 def store_new(session: Session, cmd: Command) -> None:

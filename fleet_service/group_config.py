@@ -175,7 +175,7 @@ class DesiredConfigs:
                 group.priority = group.priority if priority is None else priority
                 group.version = current + 1
                 group.updated_at = now_ms()
-                group.updated_by = updated_by
+                group.updated_by = updated_by[:120]
                 s.add(group)
                 s.flush()
                 ids = _tagged(s, tag)

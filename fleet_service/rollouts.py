@@ -286,7 +286,8 @@ class RolloutEngine:
         r = Rollout(id=new_id(), name=plan.name, command=plan.command, args=plan.args, ttl_s=plan.ttl_s,
                     timeout_s=plan.timeout_s, target=plan.target, batch_size=plan.batch_size,
                     batches=math.ceil(len(plan.device_ids) / plan.batch_size), pause_s=plan.pause_s,
-                    abort_threshold=plan.abort_threshold, created_at=now, updated_at=now, created_by=plan.created_by)
+                    abort_threshold=plan.abort_threshold, created_at=now, updated_at=now,
+                    created_by=plan.created_by[:120])
         rows = [{"rollout_id": r.id, "device_id": d, "position": i, "batch": i // plan.batch_size,
                  "state": "pending", "command_id": None, "updated_at": now} for i, d in enumerate(plan.device_ids)]
         with Session(self._engine, expire_on_commit=False) as s:

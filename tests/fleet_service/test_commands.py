@@ -202,3 +202,23 @@ def test_bad_command_input_is_refused_and_stores_nothing(fleet):
                           headers={"content-type": "application/json"}).status_code == 422
     assert fleet.api.get("/api/devices/bad-1/commands").json()["total"] == 0
     assert fleet.api.get("/api/devices/bad-1/commands", params={"limit": 0}).status_code == 422
+
+
+@pytest.mark.parametrize("fleet", ["mosquitto-postgres"], indirect=True)
+def test_roles_and_a_long_operator_name(fleet):
+    fleet.enroll("role-1", tags=["hall"])
+    tokens = {role: fleet.api.post("/api/tokens", json={"role": role, "name": "n" * 100}).json()["token"]
+              for role in ("viewer", "operator")}
+    with fleet.stack.client(tokens["viewer"]) as viewer, fleet.stack.client(tokens["operator"]) as operator:
+        for method, path, body in (("POST", "/api/devices/role-1/restart", None),
+                                   ("PUT", "/api/devices/role-1/config", {"log_level": "info"}),
+                                   ("PUT", "/api/config/groups/hall", {"log_level": "info"}),
+                                   ("POST", "/api/rollouts", {"command": "ping", "tag": "hall"})):
+            assert viewer.request(method, path, json=body).status_code == 403, path
+        assert viewer.get("/api/devices/role-1/commands").status_code == 200
+        assert viewer.get("/api/rollouts").status_code == 200
+        # The longest token name still fits the stored `created_by` (PostgreSQL enforces column lengths).
+        cmd = operator.post("/api/devices/role-1/restart")
+        assert cmd.status_code == 202 and cmd.json()["created_by"].startswith("token:nnn")
+        assert operator.put("/api/config/groups/hall", json={"log_level": "info"}).status_code == 200
+        assert operator.post("/api/rollouts", json={"command": "ping", "tag": "hall"}).status_code == 201
