@@ -91,7 +91,7 @@ class Dispatcher:
         self._link = link
         self._bus = bus
         self.listeners: list[ChangeListener] = []  # told of every status change made here (not by ingest)
-        self._tasks: set[asyncio.Task] = set()
+        self.background: set[asyncio.Task] = set()  # re-publishes in flight (cancelled on stop)
 
     def _message(self, cmd: Command) -> bytes:
         return encode(CommandMessage(id=cmd.id, name=cmd.name, args=cmd.args, ts=cmd.created_at,
@@ -165,8 +165,8 @@ class Dispatcher:
     def republish_pending_soon(self, device_id: str) -> None:
         """Re-publish in the background: ingest must not wait for the broker's acknowledgements."""
         task = asyncio.create_task(self.republish_pending(device_id), name=f"republish-{device_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def _resend(self, cmd: Command) -> None:
         try:

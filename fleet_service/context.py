@@ -143,9 +143,10 @@ class ServiceContext:
 
     async def stop(self) -> None:
         await self.ingest.drain(timeout=5)
-        for task in self.tasks:
+        background = [*self.tasks, *self.dispatcher.background, *self.configs.background]
+        for task in background:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         if self.turn is not None:
             await self.turn.aclose()
         self.engine.dispose()

@@ -100,7 +100,7 @@ class DesiredConfigs:
         self._engine = engine
         self._link = link
         self._bus = bus
-        self._tasks: set[asyncio.Task] = set()
+        self.background: set[asyncio.Task] = set()  # re-publishes in flight (cancelled on stop)
 
     # -- reading ---------------------------------------------------------------------------------------------
 
@@ -309,8 +309,8 @@ class DesiredConfigs:
     def soon(self, coro) -> None:
         """Run in the background (ingest listeners must not wait on the broker)."""
         task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def follow_devices(self) -> None:
         """Recompute a unit when it is enrolled or its tags change; forget a revoked unit's own config.
