@@ -28,7 +28,7 @@ def may_access(principal: Principal | None, topic: str, action: Action) -> bool:
         return False
     if principal.kind == "service":
         return service_may_access(topic)
-    if action is Action.PUBLISH:
+    if action == Action.PUBLISH:
         return unit_may_publish(principal.name, topic)
     # SUBSCRIBE takes exact own receive topics only, and RECEIVE is the same rule on a topic name.
     return unit_may_subscribe(principal.name, topic)
@@ -77,7 +77,8 @@ class FleetAuthPlugin(BaseAuthPlugin):
         principal = await self._store.authenticate(session.username, session.password)
         if principal is None:
             self._limiter.failed(source)
-            log.warning("refused %r from %s: bad or unknown credentials", session.username, source)
+            if self._log_throttle.allow(("bad", session.username)):
+                log.warning("refused %r from %s: bad or unknown credentials", session.username, source)
             return BAD_USERNAME_PASSWORD
         if principal.kind == "unit" and session.client_id != principal.name:
             log.warning("refused unit %s from %s: client id %r is not its device id", principal.name, source,
