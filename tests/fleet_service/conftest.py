@@ -50,7 +50,7 @@ def fleet(request, tmp_path, mosquitto_factory):
     settings = settings_for(tmp_path, **overrides)
     managed = start_managed_mosquitto(tmp_path, mosquitto_factory, settings) if broker_kind == "mosquitto" else None
     with StackThread(settings) as stack:
-        wait_for(lambda: stack.ctx.link.connected.is_set(), what="service connected to the broker")
+        wait_for(lambda: stack.ctx.link.connected.is_set(), timeout=30, what="service connected to the broker")
         port = stack.mqtt_port if managed is None else managed.unit_port
         with stack.client() as api:
             yield Fleet(stack, api, port, managed)

@@ -82,21 +82,28 @@ class Mosquitto:
             + self.extra_config
         )
 
-    def start(self) -> Mosquitto:
-        self.write_config()
-        with (self.workdir / "stderr.log").open("wb") as err:
-            self.proc = subprocess.Popen(
-                [shutil.which("mosquitto") or "mosquitto", "-c", str(self.config_path)],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        try:
-            wait_port(self.port)
-        except TimeoutError:
+    def start(self, attempts: int = 3) -> Mosquitto:
+        """Start on `port`; if another process took that port meanwhile, try again on a fresh one."""
+        for attempt in range(attempts):
+            self.write_config()
+            with (self.workdir / "stderr.log").open("wb") as err:
+                self.proc = subprocess.Popen(
+                    [shutil.which("mosquitto") or "mosquitto", "-c", str(self.config_path)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    wait_port(self.port, timeout=0.2)
+                    return self
+                except TimeoutError:
+                    continue
             self.stop()
-            err = (self.workdir / "stderr.log").read_text(errors="replace")
-            raise RuntimeError(f"mosquitto did not start: {err} {self.log()}") from None
-        return self
+            if attempt < attempts - 1:
+                self.port = free_port()
+        err = (self.workdir / "stderr.log").read_text(errors="replace")
+        raise RuntimeError(f"mosquitto did not start: {err} {self.log()}")
 
     def reload(self) -> None:
         assert self.proc is not None
