@@ -105,7 +105,7 @@ class ServiceContext:
         if outcome.type == "presence" and outcome.data.get("online"):
             # In the background: ingest must not wait for the broker's acknowledgements.
             self.dispatcher.republish_pending_soon(outcome.device_id)
-            self.configs.soon(self.configs.publish_out_of_sync(outcome.device_id))
+            self.configs.soon(self.configs.on_birth(outcome.device_id))
 
     async def _on_broker_connect(self) -> None:
         """Publish what could not be published while the broker link was down."""

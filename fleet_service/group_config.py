@@ -223,6 +223,26 @@ class DesiredConfigs:
         await self.publish(changed)
         return len(changed)
 
+    def _stale(self, device_id: str) -> bool:
+        """Read-only: would a recompute change this unit's desired config?"""
+        with Session(self._engine) as s:
+            d = s.get(Device, device_id)
+            if d is None:
+                return False
+            own = s.get(DeviceConfig, device_id)
+            groups = s.exec(select(ConfigGroup).where(col(ConfigGroup.tag).in_(d.tags or []))).all()
+            try:
+                return effective_config(groups, d.tags or [], own.config if own else {}) != d.desired_config
+            except ConfigInvalid:
+                return False
+
+    async def on_birth(self, device_id: str) -> None:
+        """A unit came online: bring its desired config up to date (a unit enrolled with tags by the CLI never
+        went through the API), then re-publish what it has not reported yet."""
+        if await asyncio.to_thread(self._stale, device_id):
+            await self.refresh([device_id])
+        await self.publish_out_of_sync(device_id)
+
     def _recompute(self, s: Session, device_ids: list[str]) -> list[Desired]:
         if not device_ids:
             return []

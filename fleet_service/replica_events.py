@@ -29,7 +29,10 @@ MAX_PENDING = 50_000  # events held while the broker is slow; the oldest go firs
 
 
 def relay_name(replica_id: str) -> str:
-    """A topic-safe name, unique per process: two replicas never skip each other's events by sharing a name."""
+    """A topic-safe name, unique per process: two replicas never skip each other's events by sharing a name.
+
+    The random suffix also keeps the last level from ever being a unit topic kind (`state`, `logs` ...), so an
+    event topic never matches the `$share` ingest filters."""
     base = re.sub(r"[^A-Za-z0-9_.-]", "-", replica_id).strip("-_.")[:60] or "replica"
     return f"{base}-{new_id()[:8]}"
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from fleet_service.config_schema import ConfigInvalid, validate_config
+from fleet_service.enrollment import enroll
 from fleet_service.group_config import deep_merge, effective_config
 from fleet_service.models import ConfigGroup
 from protocol.ids import now_ms
@@ -187,3 +188,14 @@ def test_merge_order_and_the_known_keys():
                 {"timezone": "Europe/Oslo; rm -rf"}, {"cameras": "cam1"}):
         with pytest.raises(ConfigInvalid, match=next(iter(bad))):
             validate_config(bad)
+
+
+@pytest.mark.parametrize("fleet", ["embedded-sqlite"], indirect=True)
+def test_a_unit_enrolled_outside_the_api_gets_its_tag_defaults_when_it_comes_online(fleet):
+    assert fleet.api.put("/api/config/groups/hall", json={"log_level": "notice"}).status_code == 200
+    # `fleet device add` writes the database directly: no API call, no event the service could react to.
+    _, secret = enroll(fleet.stack.ctx.engine, "cli-1", tags=["hall"])
+    assert config(fleet, "cli-1")["desired_version"] == 0
+    unit = Responder(fleet.mqtt_port, "cli-1", secret, policy=silent, config=True).start()
+    assert received(unit, 1)["config"] == {"log_level": "notice"}
+    unit.stop()
