@@ -10,20 +10,24 @@ import base64
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from fleet_service.mosquitto_admin import password_hash, password_matches
+from fleet_service.db import make_engine, migrate
+from fleet_service.enrollment import enroll
+from fleet_service.mosquitto_admin import MosquittoFiles, password_hash, password_matches
 from protocol import ProtocolError
 from protocol.ids import SERVICE_USERNAME
 from protocol.topics import parse
 from tests.support.managed_mosquitto import SERVICE_SECRET, accepts, settings_overrides, start_managed_mosquitto
-from tests.support.services import Mosquitto, have_mosquitto, require, wait_for
+from tests.support.services import Mosquitto, free_port, have_mosquitto, require, wait_for, wait_port
 from tests.support.stack import StackThread, settings_for
 
 QUIET_S = 0.8  # how long "nothing arrives" is watched for
@@ -303,3 +307,56 @@ def test_the_files_are_rebuilt_from_the_database_by_any_writer(managed):
     cli_secret = added.stdout.strip().splitlines()[-1]
     wait_for(lambda: accepts(broker.unit_port, "cli-unit", cli_secret) == 0, timeout=5, what="CLI unit accepted")
     assert accepts(broker.unit_port, "file-a", secret) == 0  # the service's units are still in the file
+
+
+def test_the_shipped_mosquitto_conf_starts_and_serves_units_over_tls(tmp_path):
+    """deploy/mosquitto/mosquitto.conf (used by compose.yaml), with its paths and ports moved into tmp_path."""
+    require(have_mosquitto() and shutil.which("openssl") is not None, "mosquitto and openssl are needed")
+    for sub in ("auth", "data", "certs"):
+        (tmp_path / sub).mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "1", "-subj", "/CN=localhost", "-keyout", str(tmp_path / "certs/privkey.pem"),
+                    "-out", str(tmp_path / "certs/fullchain.pem")], check=True, capture_output=True)
+    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+    migrate(engine)
+    _, secret = enroll(engine, "tls-unit")
+    MosquittoFiles(engine, tmp_path / "auth/passwd", tmp_path / "auth/acl", None, SERVICE_USERNAME,
+                   SERVICE_SECRET).sync()
+    engine.dispose()
+    unit_port, service_port = free_port(), free_port()
+    shipped = (Path(__file__).parents[2] / "deploy/mosquitto/mosquitto.conf").read_text()
+    conf = (("user root\n" if os.geteuid() == 0 else "") + shipped
+            .replace("/fleet-mosquitto/", f"{tmp_path}/auth/").replace("/mosquitto/data/", f"{tmp_path}/data/")
+            .replace("/mosquitto/certs/", f"{tmp_path}/certs/")
+            .replace("log_dest stdout", f"log_dest file {tmp_path}/mosquitto.log")
+            .replace("listener 8883\n", f"listener {unit_port} 127.0.0.1\n")
+            .replace("listener 1884\n", f"listener {service_port} 127.0.0.1\n"))
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    proc = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_port(unit_port)
+        wait_port(service_port)
+
+        def tls_connack(username: str, password: str, client_id: str) -> int:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+            client.tls_set(ca_certs=str(tmp_path / "certs/fullchain.pem"))
+            client.tls_insecure_set(True)  # the test certificate names localhost, we dial 127.0.0.1
+            client.username_pw_set(username, password)
+            result: dict[str, int] = {}
+            client.on_connect = lambda c, u, f, rc, p: result.setdefault("rc", rc.value)
+            client.connect("127.0.0.1", unit_port)
+            deadline = time.monotonic() + 5
+            while "rc" not in result and time.monotonic() < deadline:
+                client.loop(timeout=0.05)
+            client.disconnect()
+            return result.get("rc", -1)
+
+        assert tls_connack("tls-unit", secret, "someone-else") == 0
+        assert tls_connack("tls-unit", "wrong", "tls-unit") == REFUSED
+        assert accepts(service_port, SERVICE_USERNAME, SERVICE_SECRET, client_id="fleet-service-x") == 0
+        log = (tmp_path / "mosquitto.log").read_text()
+        assert "as tls-unit (" in log and "as someone-else" not in log  # client id forced to the username
+    finally:
+        proc.terminate()
+        proc.wait(10)
