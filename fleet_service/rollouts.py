@@ -69,6 +69,7 @@ class Step:
     new: list[Command] = field(default_factory=list)
     canceled: list[Command] = field(default_factory=list)
     acted: bool = False
+    retry: bool = False  # another replica decided first: look again
 
 
 def unit_state():
@@ -187,6 +188,8 @@ class RolloutEngine:
             step = await asyncio.to_thread(self._decide_and_act, rollout_id)
             if step is None:
                 break
+            if step.retry:
+                self.wake(rollout_id)
             await self._after(step)
             announce = announce or step.acted
             if not step.acted:
@@ -207,8 +210,7 @@ class RolloutEngine:
             if action is None:
                 return Step()
             if not _claim(s, r, now):
-                self.wake(rollout_id)  # another replica acted: look again
-                return Step()
+                return Step(retry=True)
             step = Step(acted=True)
             t = totals(counts)
             if action == "abort":

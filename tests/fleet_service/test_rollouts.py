@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlmodel import Session, select
 
-from fleet_service.models import Rollout
-from fleet_service.rollouts import decide
+from fleet_service.commands import Dispatcher
+from fleet_service.db import make_engine, migrate
+from fleet_service.enrollment import enroll
+from fleet_service.events import EventBus
+from fleet_service.models import Command, Rollout
+from fleet_service.rollouts import Plan, RolloutEngine, decide
 from tests.fleet_service.control_support import Responder, fail, silent, succeed
 from tests.support.managed_mosquitto import accepts, settings_overrides, start_managed_mosquitto
 from tests.support.services import wait_for
@@ -213,3 +220,32 @@ def test_the_abort_rule_acts_as_soon_as_the_outcome_is_certain():
     r.state = "paused"
     assert decide(r, {"succeeded": 10, "pending": 10}, 9_000) is None  # paused: no new batch ...
     assert decide(r, {"failed": 6, "succeeded": 4, "pending": 10}, 9_000) == "abort"  # ... but it still aborts
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_replicas_deciding_at_once_dispatch_a_batch_only_once(db, tmp_path, request):
+    url = request.getfixturevalue("postgres_url") if db == "postgres" else f"sqlite:///{tmp_path / 'fleet.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    ids = [f"cc-{i}" for i in range(6)]
+    for device_id in ids:
+        enroll(engine, device_id)
+    # One engine object per "replica"; only their database decisions run here (nothing is published).
+    engines = [RolloutEngine(engine, Dispatcher(engine, None, EventBus()), EventBus()) for _ in range(6)]
+    plan = Plan(command="ping", args={}, device_ids=ids, target={"device_ids": ids}, batch_size=3, pause_s=0,
+                abort_threshold=0.5, ttl_s=60, timeout_s=None)
+    rid = engines[0]._store(plan)
+    barrier = threading.Barrier(len(engines))
+
+    def decide_now(e: RolloutEngine):
+        barrier.wait()
+        return e._decide_and_act(rid)
+
+    with ThreadPoolExecutor(len(engines)) as pool:
+        steps = list(pool.map(decide_now, engines))
+    assert sum(1 for s in steps if s.acted) == 1
+    assert sum(len(s.new) for s in steps) == 3
+    with Session(engine) as s:
+        assert s.get(Rollout, rid).dispatched_batches == 1
+        assert len(s.exec(select(Command).where(Command.rollout_id == rid)).all()) == 3
+    engine.dispose()
