@@ -5,10 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlmodel import Session, select
 
+from fleet_service.commands import build, store_new
+from fleet_service.commands_state import transition
+from fleet_service.db import make_engine, migrate
+from fleet_service.enrollment import enroll
+from fleet_service.models import Command, CommandEvent
+from protocol.ids import now_ms
 from protocol.payloads import COMMAND_NAMES
 from tests.fleet_service.control_support import Responder, silent, succeed
 from tests.support.services import wait_for
@@ -222,3 +231,38 @@ def test_roles_and_a_long_operator_name(fleet):
         assert cmd.status_code == 202 and cmd.json()["created_by"].startswith("token:nnn")
         assert operator.put("/api/config/groups/hall", json={"log_level": "info"}).status_code == 200
         assert operator.post("/api/rollouts", json={"command": "ping", "tag": "hall"}).status_code == 201
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_racing_transitions_of_one_command_leave_one_winner(db, tmp_path, request):
+    """A result, the sweeper and a cancel arriving at once (on one replica or several): exactly one lands."""
+    url = request.getfixturevalue("postgres_url") if db == "postgres" else f"sqlite:///{tmp_path / 'fleet.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    enroll(engine, "race-1")
+    cmd = build("race-1", "ping", {})
+    with Session(engine, expire_on_commit=False) as s:
+        store_new(s, cmd)
+        s.commit()
+    with Session(engine) as s:
+        assert transition(s, s.get(Command, cmd.id), "sent", now_ms())
+        s.commit()
+    targets = ["succeeded", "failed", "timed_out", "canceled", "expired", "rejected"] * 2
+    barrier = threading.Barrier(len(targets))
+
+    def move(status: str) -> bool:
+        with Session(engine) as s:
+            row = s.get(Command, cmd.id)
+            barrier.wait()
+            won = transition(s, row, status, now_ms())
+            s.commit()
+            return won
+
+    with ThreadPoolExecutor(len(targets)) as pool:
+        wins = list(pool.map(move, targets))
+    with Session(engine, expire_on_commit=False) as s:
+        final = s.get(Command, cmd.id)
+        events = s.exec(select(CommandEvent).where(CommandEvent.command_id == cmd.id).order_by(CommandEvent.id)).all()
+    assert wins.count(True) == 1 and final.status == targets[wins.index(True)]
+    assert [e.status for e in events] == ["queued", "sent", final.status]
+    engine.dispose()
