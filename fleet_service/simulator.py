@@ -194,8 +194,10 @@ async def _simulate(settings: SimulatorSettings, secrets: dict[str, str]) -> int
     sim = Simulation(settings.broker_url, secrets, settings.options())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Not loop.add_signal_handler: with thousands of busy connections asyncio's self-pipe can be full when the
+    # signal comes, and then the signal is lost. A plain handler runs in this thread whatever the pipe holds.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     await sim.start()
     began = loop.time()
     last = -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -13,16 +14,16 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, select
 
 from fleet_service.commands_state import apply_result
+from fleet_service.ingest import telemetry_path
 from fleet_service.ingest.badlog import BadMessageLog
-from fleet_service.models import LEVEL_NUMBERS, Command, Device, LogRecord, MetricSample, device_status
+from fleet_service.ingest.telemetry_path import TELEMETRY_KINDS
+from fleet_service.models import Command, Device, LogRecord, MetricSample, device_status
 from fleet_service.telemetry import Registry
 from protocol import ProtocolError
 from protocol.payloads import Birth, CommandResult, ConfigReported, Death, Heartbeat, LogBatch, Metrics, decode
 from protocol.topics import Kind, parse
 
 log = logging.getLogger(__name__)
-METRIC_COLUMNS = ("cpu_percent", "mem_percent", "mem_used_bytes", "disk_percent", "disk_free_bytes", "load1",
-                  "temp_c", "net_rx_bytes", "net_tx_bytes")
 
 
 @dataclass(frozen=True)
@@ -93,28 +94,39 @@ class Persister:
 
     def _write(self, items: list[tuple[str, Kind, Any, Inbound]]) -> list[Outcome]:
         outcomes: list[Outcome] = []
+        persisted: Counter[str] = Counter()
         with Session(self._engine, expire_on_commit=False) as session:
             ids = {device_id for device_id, *_ in items}
-            devices = {d.id: d for d in session.exec(select(Device).where(Device.id.in_(ids))).all()}
+            # Units that sent only telemetry take the narrow path; the others keep every message on ORM rows.
+            orm_ids = {device_id for device_id, kind, *_ in items if kind not in TELEMETRY_KINDS}
+            states = telemetry_path.load_states(session, ids - orm_ids)
+            devices = {d.id: d for d in session.exec(select(Device).where(Device.id.in_(orm_ids))).all()} \
+                if orm_ids else {}
             logs: dict[tuple[str, str], dict[str, Any]] = {}
             samples: list[dict[str, Any]] = []
             touched: set[str] = set()
             for device_id, kind, payload, msg in items:
-                device = devices.get(device_id)
-                if device is None:
+                state = states.get(device_id)
+                if state is not None:
+                    events = _TELEMETRY[kind](state, payload, msg.received_ms, logs, samples)
+                    outcomes.extend(Outcome(t, device_id, data) for t, data in events)
+                elif (device := devices.get(device_id)) is not None:
+                    touched.add(device_id)
+                    outcomes.extend(_HANDLERS[kind](self, session, device, payload, msg, logs, samples))
+                else:
                     self._bad.drop("unknown_device", device_id, f"{kind.value} from a unit that is not enrolled")
                     continue
-                touched.add(device_id)
-                handler = _HANDLERS[kind]
-                outcomes.extend(handler(self, session, device, payload, msg, logs, samples))
-                self._registry.inc("fleet_ingest_persisted_total", kind=kind.value)
+                persisted[kind.value] += 1
             if logs:
                 self._insert_logs(session, list(logs.values()))
             if samples:
                 session.execute(MetricSample.__table__.insert(), samples)
+            telemetry_path.write_updates(session, states)
             for device_id in touched:
                 session.add(devices[device_id])
             session.commit()
+        for kind_name, count in persisted.items():
+            self._registry.inc("fleet_ingest_persisted_total", count, kind=kind_name)
         return outcomes
 
     def _insert_logs(self, session: Session, rows: list[dict[str, Any]]) -> None:
@@ -148,46 +160,12 @@ class Persister:
         device.offline_reason = "disconnected"
         return [Outcome("presence", device.id, _presence(device))]
 
-    def _heartbeat(self, session, device: Device, hb: Heartbeat, msg: Inbound, logs, samples) -> list[Outcome]:
-        device.last_seen = msg.received_ms
-        device.hostname = hb.hostname
-        device.ips = list(hb.ips)
-        device.uptime_s = hb.uptime_s
-        device.heartbeat_seq = hb.seq
-        device.software_version = hb.software_version or device.software_version
-        device.agent_version = hb.agent_version or device.agent_version
-        out = []
-        if not device.online:  # alive after a presence timeout (or a missed birth)
-            device.online = True
-            device.online_changed_at = msg.received_ms
-            device.offline_reason = None
-            out.append(Outcome("presence", device.id, _presence(device)))
-        out.append(Outcome("heartbeat", device.id, {"device_id": device.id, "seq": hb.seq, "uptime_s": hb.uptime_s,
-                                                     "last_seen": device.last_seen}))
-        return out
-
-    def _metrics(self, session, device: Device, m: Metrics, msg: Inbound, logs, samples) -> list[Outcome]:
-        device.last_seen = msg.received_ms
-        row = {c: getattr(m, c) for c in METRIC_COLUMNS}
-        values = {k: v for k, v in row.items() if v is not None}
-        device.last_metrics = {**values, "ts": m.ts, "services": m.services, "extra": m.extra}
-        samples.append({"device_id": device.id, "ts": m.ts, **row, "services": m.services, "extra": m.extra})
-        return [Outcome("metrics", device.id, {"device_id": device.id, **device.last_metrics})]
-
-    def _logs(self, session, device: Device, batch: LogBatch, msg: Inbound, logs, samples) -> list[Outcome]:
-        device.last_seen = msg.received_ms
-        if batch.dropped:
-            device.logs_dropped = (device.logs_dropped or 0) + batch.dropped
-        out = []
-        for r in batch.records:
-            key = (device.id, r.id)
-            if key in logs:
-                continue
-            logs[key] = {"device_id": device.id, "rec_id": r.id, "ts": r.ts, "level": r.level,
-                         "level_no": LEVEL_NUMBERS[r.level], "source": r.source, "msg": r.msg}
-            out.append(Outcome("log", device.id, {"device_id": device.id, "id": r.id, "ts": r.ts, "level": r.level,
-                                                  "source": r.source, "msg": r.msg}))
-        return out
+    def _telemetry(self, session, device: Device, payload, msg: Inbound, logs, samples) -> list[Outcome]:
+        """Telemetry of a unit that also sent other kinds in this batch: same rules, applied to its ORM row."""
+        state = telemetry_path.UnitState.of(device)
+        events = _TELEMETRY[_KIND_OF[type(payload)]](state, payload, msg.received_ms, logs, samples)
+        state.apply_to(device)
+        return [Outcome(t, device.id, data) for t, data in events]
 
     def _result(self, session, device: Device, res: CommandResult, msg: Inbound, logs, samples) -> list[Outcome]:
         device.last_seen = msg.received_ms
@@ -218,9 +196,15 @@ def _presence(device: Device) -> dict[str, Any]:
 
 _HANDLERS = {
     Kind.STATE: Persister._state,
-    Kind.HEARTBEAT: Persister._heartbeat,
-    Kind.METRICS: Persister._metrics,
-    Kind.LOGS: Persister._logs,
+    Kind.HEARTBEAT: Persister._telemetry,
+    Kind.METRICS: Persister._telemetry,
+    Kind.LOGS: Persister._telemetry,
     Kind.CMD_RESULT: Persister._result,
     Kind.CONFIG_REPORTED: Persister._config,
 }
+_TELEMETRY = {
+    Kind.HEARTBEAT: lambda state, hb, received, logs, samples: telemetry_path.heartbeat(state, hb, received),
+    Kind.METRICS: lambda state, m, received, logs, samples: telemetry_path.metrics(state, m, received, samples),
+    Kind.LOGS: lambda state, batch, received, logs, samples: telemetry_path.logs(state, batch, received, logs),
+}
+_KIND_OF = {Heartbeat: Kind.HEARTBEAT, Metrics: Kind.METRICS, LogBatch: Kind.LOGS}

@@ -1,0 +1,125 @@
+"""Heartbeats, metrics and logs: the bulk of ingest, written without the ORM.
+
+A unit whose messages in a batch are only these kinds is read narrowly (id, online, software_version) and
+updated with one executemany UPDATE per set of changed columns. Loading and flushing full ORM rows for
+thousands of units per second cost more CPU than everything else in ingest together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from fleet_service.models import LEVEL_NUMBERS, Device
+from protocol.payloads import Heartbeat, LogBatch, Metrics
+from protocol.topics import Kind
+
+TELEMETRY_KINDS = frozenset({Kind.HEARTBEAT, Kind.METRICS, Kind.LOGS})
+METRIC_COLUMNS = ("cpu_percent", "mem_percent", "mem_used_bytes", "disk_percent", "disk_free_bytes", "load1",
+                  "temp_c", "net_rx_bytes", "net_tx_bytes")
+Event = tuple[str, dict[str, Any]]  # (event type, data) for one unit
+
+
+@dataclass(slots=True)
+class UnitState:
+    """What telemetry handlers read of a unit, and the column values they change."""
+
+    id: str
+    online: bool
+    software_version: str
+    values: dict[str, Any] = field(default_factory=dict)
+    dropped: int = 0  # log records the unit reported as dropped, added to logs_dropped
+
+    @classmethod
+    def of(cls, device: Device) -> UnitState:
+        return cls(device.id, bool(device.online), device.software_version or "")
+
+    def apply_to(self, device: Device) -> None:
+        """Copy the changes onto an ORM row (units that also sent other kinds in this batch)."""
+        for name, value in self.values.items():
+            setattr(device, name, value)
+        if self.dropped:
+            device.logs_dropped = (device.logs_dropped or 0) + self.dropped
+
+
+def load_states(session: Session, ids: set[str]) -> dict[str, UnitState]:
+    if not ids:
+        return {}
+    rows = session.execute(select(Device.id, Device.online, Device.software_version).where(Device.id.in_(ids)))
+    return {r.id: UnitState(r.id, bool(r.online), r.software_version or "") for r in rows}
+
+
+def heartbeat(state: UnitState, hb: Heartbeat, received_ms: int) -> list[Event]:
+    v = state.values
+    v["last_seen"] = received_ms
+    v["hostname"] = hb.hostname
+    v["ips"] = list(hb.ips)
+    v["uptime_s"] = hb.uptime_s
+    v["heartbeat_seq"] = hb.seq
+    if hb.software_version:
+        v["software_version"] = state.software_version = hb.software_version
+    if hb.agent_version:
+        v["agent_version"] = hb.agent_version
+    out: list[Event] = []
+    if not state.online:  # alive after a presence timeout (or a missed birth)
+        state.online = True
+        v["online"], v["online_changed_at"], v["offline_reason"] = True, received_ms, None
+        out.append(("presence", {"device_id": state.id, "online": True, "reason": None, "last_seen": received_ms,
+                                 "software_version": state.software_version}))
+    out.append(("heartbeat", {"device_id": state.id, "seq": hb.seq, "uptime_s": hb.uptime_s,
+                              "last_seen": received_ms}))
+    return out
+
+
+def metrics(state: UnitState, m: Metrics, received_ms: int, samples: list[dict[str, Any]]) -> list[Event]:
+    row = {c: getattr(m, c) for c in METRIC_COLUMNS}
+    latest = {k: value for k, value in row.items() if value is not None}
+    latest.update(ts=m.ts, services=m.services, extra=m.extra)
+    state.values["last_seen"] = received_ms
+    state.values["last_metrics"] = latest
+    samples.append({"device_id": state.id, "ts": m.ts, **row, "services": m.services, "extra": m.extra})
+    return [("metrics", {"device_id": state.id, **latest})]
+
+
+def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[str, str], dict[str, Any]]
+         ) -> list[Event]:
+    state.values["last_seen"] = received_ms
+    state.dropped += batch.dropped
+    out: list[Event] = []
+    for r in batch.records:
+        key = (state.id, r.id)
+        if key in rows:
+            continue
+        rows[key] = {"device_id": state.id, "rec_id": r.id, "ts": r.ts, "level": r.level,
+                     "level_no": LEVEL_NUMBERS[r.level], "source": r.source, "msg": r.msg}
+        out.append(("log", {"device_id": state.id, "id": r.id, "ts": r.ts, "level": r.level, "source": r.source,
+                            "msg": r.msg}))
+    return out
+
+
+def write_updates(session: Session, states: dict[str, UnitState]) -> None:
+    """One executemany UPDATE per distinct set of changed columns (usually two or three per batch)."""
+    groups: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
+    for s in states.values():
+        if not s.values and not s.dropped:
+            continue
+        row = {f"b_{name}": value for name, value in s.values.items()}
+        row["b_id"] = s.id
+        if s.dropped:
+            row["b_dropped"] = s.dropped
+        groups.setdefault((tuple(sorted(s.values)), s.dropped > 0), []).append(row)
+    for (columns, dropped), rows in groups.items():
+        session.execute(_update_statement(columns, dropped), rows)
+
+
+@lru_cache(maxsize=64)
+def _update_statement(columns: tuple[str, ...], dropped: bool):
+    table = Device.__table__
+    values: dict[str, Any] = {name: bindparam(f"b_{name}", type_=table.c[name].type) for name in columns}
+    if dropped:
+        values["logs_dropped"] = table.c.logs_dropped + bindparam("b_dropped")
+    return update(table).where(table.c.id == bindparam("b_id")).values(values)
