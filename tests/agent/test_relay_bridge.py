@@ -157,6 +157,7 @@ def test_websockets_is_imported_only_when_a_local_client_connects(tmp_path):
                                     state_dir={str(tmp_path / "state")!r}, relay_port={port}))
         agent.start()
         assert "websockets.sync.server" not in sys.modules, "imported before any client"
+        assert "agent.relay_clients" not in sys.modules and "agent.turn_fetch" not in sys.modules
         with connect("ws://127.0.0.1:{port}/", open_timeout=5) as ws:
             ws.ping().wait(5)
         assert "websockets.sync.server" in sys.modules
