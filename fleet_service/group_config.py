@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, cast, delete, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -83,10 +84,18 @@ def _lock_devices(session: Session, device_ids: list[str]) -> None:
                         .values(desired_version=Device.desired_version))
 
 
-def _lock_group(session: Session, tag: str) -> ConfigGroup | None:
-    if session.get_bind().dialect.name != "postgresql":  # SQLite: take the database lock before reading
+def _lock_group(session: Session, tag: str, create: bool) -> ConfigGroup | None:
+    """Lock the group's row for this transaction (creating an empty one first when asked, so two first PUTs of
+    a tag queue up instead of colliding on the insert)."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    if create:
+        insert = postgresql.insert if pg else sqlite.insert
+        session.execute(insert(ConfigGroup.__table__).values(tag=tag, config={}, priority=0, version=0,
+                                                             updated_at=now_ms(), updated_by="")
+                        .on_conflict_do_nothing(index_elements=["tag"]))
+    elif not pg:  # SQLite: take the database lock before reading
         session.execute(update(ConfigGroup).where(ConfigGroup.tag == tag).values(version=ConfigGroup.version))
-    return session.get(ConfigGroup, tag, with_for_update=True)
+    return session.get(ConfigGroup, tag, with_for_update=True, populate_existing=True)
 
 
 def _tagged(session: Session, tag: str) -> list[str]:
@@ -165,12 +174,11 @@ class DesiredConfigs:
 
         def store() -> tuple[dict[str, Any], list[Desired]]:
             with Session(self._engine, expire_on_commit=False) as s:
-                group = _lock_group(s, tag)
-                current = group.version if group else 0
+                group = _lock_group(s, tag, create=True)
+                assert group is not None
+                current = group.version  # 0: created just now
                 if if_match is not None and if_match != current:
                     raise VersionConflict(current)
-                if group is None:
-                    group = ConfigGroup(tag=tag, version=0)
                 group.config = config
                 group.priority = group.priority if priority is None else priority
                 group.version = current + 1
@@ -194,7 +202,7 @@ class DesiredConfigs:
 
         def store() -> list[Desired] | None:
             with Session(self._engine, expire_on_commit=False) as s:
-                group = _lock_group(s, tag)
+                group = _lock_group(s, tag, create=False)
                 if group is None:
                     return None
                 s.delete(group)

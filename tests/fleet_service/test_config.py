@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -198,4 +199,27 @@ def test_a_unit_enrolled_outside_the_api_gets_its_tag_defaults_when_it_comes_onl
     assert config(fleet, "cli-1")["desired_version"] == 0
     unit = Responder(fleet.mqtt_port, "cli-1", secret, policy=silent, config=True).start()
     assert received(unit, 1)["config"] == {"log_level": "notice"}
+    unit.stop()
+
+
+@pytest.mark.parametrize("fleet", ["mosquitto-postgres"], indirect=True)
+def test_racing_group_and_unit_changes_end_merged_and_published_at_the_newest_version(fleet):
+    secret = fleet.enroll("race-cfg", tags=["hall"])
+
+    def change(i: int) -> int:
+        with fleet.stack.client() as api:
+            if i % 2:
+                return api.put("/api/config/groups/hall", json={"group_value": i}).status_code
+            return api.put("/api/devices/race-cfg/config", json={"own_value": i}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(change, range(16))) == {200}
+    view = config(fleet, "race-cfg")
+    group = fleet.api.get("/api/config/groups/hall").json()
+    assert view["desired"] == {**group["config"], **view["own"]}  # neither change was lost to the other
+    unit = Responder(fleet.mqtt_port, "race-cfg", secret, policy=silent, config=True).start()
+    assert received(unit, view["desired_version"])["config"] == view["desired"]  # the retained one is the newest
+    time.sleep(0.3)
+    # Retained on connect, and again after its birth since it has not reported it: never an older version.
+    assert {c["version"] for c in unit.configs} == {view["desired_version"]}
     unit.stop()
