@@ -6,7 +6,6 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
-from sqlalchemy.exc import IntegrityError
 
 from fleet_service.api.deps import Ctx, Operator, Viewer
 from fleet_service.api.routes.config import parse_if_match
@@ -57,8 +56,6 @@ async def put_group(
         raise HTTPException(422, str(exc)) from None
     except VersionConflict as exc:
         raise HTTPException(412, f"the group config is at version {exc.current}, not {expected}") from None
-    except IntegrityError:
-        raise HTTPException(409, f"the config of tag {tag!r} was created concurrently; retry") from None
     response.headers["ETag"] = f'"{group["version"]}"'
     return {**group, "changed_units": changed}
 
