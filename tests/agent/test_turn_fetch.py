@@ -10,6 +10,7 @@ import time
 import pytest
 
 from agent.config import load_settings
+from agent.errors import ConfigError
 from agent.turn_fetch import FILE_MODE, TurnFetcher, TurnUnavailable
 from tests.support.services import free_port, wait_for
 from tests.support.stack import StackThread, settings_for
@@ -119,3 +120,25 @@ def test_an_unreachable_service_is_reported(tmp_path):
     with pytest.raises(TurnUnavailable) as failed:
         fetcher.get()
     assert "cannot reach the fleet service" in str(failed.value) and failed.value.status is None
+
+
+@pytest.mark.parametrize("url", ["ftp://fleet.example.com", "https://unit:secret@fleet.example.com",
+                                 "https://fleet.example.com/?x=1", "fleet.example.com"])
+def test_api_url_must_be_a_plain_http_base_url(url, tmp_path):
+    with pytest.raises(ConfigError, match="api_url"):
+        load_settings(None, device_id="rec-1", api_url=url, state_dir=tmp_path)
+
+
+def test_settings_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_API_URL", "https://fleet.example.com:8443/")
+    monkeypatch.setenv("FLEET_TURN_FILE", str(tmp_path / "turn.json"))
+    monkeypatch.setenv("FLEET_TURN_TTL", "900")
+    monkeypatch.setenv("FLEET_RELAY_ORIGIN", "https://recorder.example,http://10.0.0.5:8080")
+    s = load_settings(None, device_id="rec-1", state_dir=tmp_path)
+    assert TurnFetcher(s).url == "https://fleet.example.com:8443/api/turn-credentials?ttl=900"
+    assert s.turn_file == tmp_path / "turn.json" and s.relay_port == 8765
+    assert s.relay_origin == ["https://recorder.example", "http://10.0.0.5:8080"]
+    with pytest.raises(ConfigError, match="relay_origin"):
+        load_settings(None, device_id="rec-1", state_dir=tmp_path, relay_origin=["recorder.example"])
+    with pytest.raises(ConfigError, match="relay_port"):
+        load_settings(None, device_id="rec-1", state_dir=tmp_path, relay_port=70000)
