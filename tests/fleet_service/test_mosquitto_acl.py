@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -270,6 +271,16 @@ def test_revoked_unit_is_kicked_at_once_and_cannot_reconnect(managed, observer):
     assert accepts(broker.unit_port, "rev-a", secret) == REFUSED
     assert "rev-a:" not in broker.password_file.read_text()
     unit.close()
+
+
+def test_a_unit_that_claims_itself_can_connect(managed):
+    stack, broker = managed
+    with stack.client() as api:
+        token = api.post("/api/claim-tokens", json={"ttl_s": 600}).json()["token"]
+    r = httpx.post(stack.url + "/api/devices/claim", json={"token": token, "id": "claim-a"}, timeout=15)
+    assert r.status_code == 201, r.text
+    wait_for(lambda: accepts(broker.unit_port, "claim-a", r.json()["secret"]) == 0, timeout=5,
+             what="claimed unit accepted by Mosquitto")
 
 
 def test_oversized_payloads_are_dropped_by_the_broker(managed, observer):
