@@ -122,6 +122,8 @@ def render_unit(settings: AgentSettings, user: str, exec_path: str, privilege: s
         writable.append(str(settings.repo))
     if settings.app_config_path:
         writable.append(str(Path(settings.app_config_path).parent))
+    if settings.turn_file:
+        writable.append(str(Path(settings.turn_file).parent))
     git_safe = f"GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0={settings.repo}" \
         if settings.repo else ""
     # sudo must gain privileges, which NoNewPrivileges forbids; with polkit nothing setuid runs at all.

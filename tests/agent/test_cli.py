@@ -126,3 +126,13 @@ def test_install_refuses_without_a_secret(tmp_path):
     proc = fleet("agent", "install", "--root", str(tmp_path), "--device-id", "unit-7")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "secret" in out and not (tmp_path / "etc").exists()
+
+
+def test_install_lets_the_agent_write_its_turn_file(tmp_path):
+    proc = fleet("agent", "install", "--root", str(tmp_path), "--device-id", "unit-8", "--secret", "s3cret-value",
+                 "--broker-url", "mqtt://fleet.example:1883", "--api-url", "https://fleet.example",
+                 "--turn-file", "/run/recorder/turn.json", "--exec", "/usr/bin/fleet agent")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    unit = (tmp_path / "etc" / "systemd" / "system" / "fleet-agent.service").read_text()
+    assert "ReadWritePaths=/var/lib/fleet-agent /run/recorder" in unit.splitlines()
