@@ -2,7 +2,8 @@
 
 A few unit publishers (paho, one thread each) send ~200-byte JSON payloads on their own `logs` topic;
 one service-account subscriber receives everything on `fleet/+/logs`. The rate is messages received
-by the subscriber per second, from the first publish to the last message received.
+by the subscriber per second, from the first publish to the last message received; the broker
+thread's CPU time per message is printed too, as it does not depend on other load on the machine.
 
     python benchmarks/broker_throughput.py [--messages 20000] [--publishers 4] [--broker fleet|plain]
 
@@ -53,6 +54,14 @@ class BrokerThread:
             return embedded, embedded.port
 
         self.broker, self.port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the broker's event-loop thread (independent of other load on the machine)."""
+
+        async def read() -> float:
+            return time.thread_time()
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(10)
 
     def stop(self) -> None:
         stop = self.broker.shutdown() if isinstance(self.broker, Broker) else self.broker.stop()
@@ -134,9 +143,12 @@ def main() -> None:
         print(f"broker={args.broker} publishers={args.publishers} messages={args.messages} "
               f"payload={args.payload_bytes} B, one subscriber")
         for qos in (0, 1):
+            cpu_before = broker.cpu_seconds()
             elapsed, received = run_round(broker.port, qos, args.publishers, args.messages, args.payload_bytes)
+            cpu = broker.cpu_seconds() - cpu_before
             print(f"QoS {qos}: {received / elapsed:8.0f} msg/s  ({received}/{args.messages} received "
-                  f"in {elapsed:.2f} s)")
+                  f"in {elapsed:.2f} s; broker thread {cpu:.2f} CPU s = {1e6 * cpu / max(received, 1):.0f} us/msg, "
+                  f"{received / cpu if cpu else 0:.0f} msg per CPU second)")
     finally:
         broker.stop()
 
