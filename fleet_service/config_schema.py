@@ -72,7 +72,7 @@ KNOWN: dict[str, Setting] = {
                         max_length=64),
     "upload_url": Setting(str, "an http(s) URL for finished recordings", pattern=r"https?://\S+", max_length=2048),
     "webrtc_enabled": Setting(bool, "publish live video over WebRTC"),
-    "cameras": Setting(list, "names of the camera inputs to record"),
+    "camera_inputs": Setting(list, "names of the camera inputs to record"),
 }
 
 

@@ -93,7 +93,7 @@ def test_invalid_config_is_refused_and_nothing_is_published(fleet):
         ({"resolution": "8k"}, "resolution"),
         ({"framerate": 500}, "framerate"),
         ({"upload_url": "ftp://x"}, "upload_url"),
-        ({"cameras": ["cam1", 2]}, "cameras"),
+        ({"camera_inputs": ["cam1", 2]}, "camera_inputs"),
     ]
     for body, needle in bad_bodies:
         r = fleet.api.put("/api/devices/cfg-2/config", json=body)
@@ -184,9 +184,9 @@ def test_merge_order_and_the_known_keys():
     assert merged == {"log_level": "debug", "site": {"room": "B", "floor": 2}}
     assert deep_merge({"a": {"b": 1}, "c": [1]}, {"a": 2, "c": [2]}) == {"a": 2, "c": [2]}
 
-    assert validate_config({"framerate": 29.97, "cameras": ["cam1"], "anything": {"goes": None}})
+    assert validate_config({"framerate": 29.97, "camera_inputs": ["cam1"], "anything": {"goes": None}})
     for bad in ({"framerate": "30"}, {"retention_days": 1.5}, {"retention_days": False}, {"log_level": "INFO"},
-                {"timezone": "Europe/Oslo; rm -rf"}, {"cameras": "cam1"}):
+                {"timezone": "Europe/Oslo; rm -rf"}, {"camera_inputs": "cam1"}):
         with pytest.raises(ConfigInvalid, match=next(iter(bad))):
             validate_config(bad)
 
