@@ -217,6 +217,7 @@ class SimUnit:
             will=aiomqtt.Will(self._topics[Kind.STATE], death, qos=1, retain=True),
             tls_context=ssl.create_default_context() if address.tls else None,
             max_queued_incoming_messages=1000,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],  # results go out at once, not Nagled
         )
 
     async def _run(self) -> None:

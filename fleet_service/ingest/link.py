@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -56,6 +57,9 @@ class MqttLink:
             keepalive=self._keepalive,
             timeout=10,
             tls_context=ssl.create_default_context() if self._target.tls else None,
+            # Commands and config are small packets: without this, Nagle holds one back until the broker's
+            # delayed ACK (~40 ms on Linux) whenever the previous one is still unacknowledged.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def run(self) -> None:

@@ -77,20 +77,25 @@ class Persister:
         return outcomes
 
     def _decode(self, batch: list[Inbound]) -> Iterable[tuple[str, Kind, Any, Inbound]]:
-        for msg in batch:
-            try:
-                topic = parse(msg.topic)
-            except ProtocolError as exc:
-                self._bad.drop("bad_topic", msg.topic, str(exc))
-                continue
-            self._registry.inc("fleet_ingest_messages_total", kind=topic.kind.value)
-            try:
-                payload = decode(topic.kind, msg.payload)
-            except ProtocolError as exc:
-                reason = "oversized" if "exceeds" in str(exc) else "malformed"
-                self._bad.drop(reason, topic.device_id, f"{topic.kind.value}: {exc}")
-                continue
-            yield topic.device_id, topic.kind, payload, msg
+        received: Counter[str] = Counter()
+        try:
+            for msg in batch:
+                try:
+                    topic = parse(msg.topic)
+                except ProtocolError as exc:
+                    self._bad.drop("bad_topic", msg.topic, str(exc))
+                    continue
+                received[topic.kind.value] += 1
+                try:
+                    payload = decode(topic.kind, msg.payload)
+                except ProtocolError as exc:
+                    reason = "oversized" if "exceeds" in str(exc) else "malformed"
+                    self._bad.drop(reason, topic.device_id, f"{topic.kind.value}: {exc}")
+                    continue
+                yield topic.device_id, topic.kind, payload, msg
+        finally:
+            for kind_name, count in received.items():  # one locked update per kind, not per message
+                self._registry.inc("fleet_ingest_messages_total", count, kind=kind_name)
 
     def _write(self, items: list[tuple[str, Kind, Any, Inbound]]) -> list[Outcome]:
         outcomes: list[Outcome] = []

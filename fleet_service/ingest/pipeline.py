@@ -42,7 +42,11 @@ class Ingest:
             if self.relay_handler is not None:
                 await self.relay_handler(topic, payload)
             return
-        await self.queue.put(Inbound(topic, payload, now_ms(), bool(message.retain)))
+        item = Inbound(topic, payload, now_ms(), bool(message.retain))
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            await self.queue.put(item)
 
     async def run(self) -> None:
         """Drain the queue in batches; a batch the database refuses is retried, never dropped."""
