@@ -11,10 +11,26 @@ In-process use (inside a running event loop)::
     await broker.stop()
 """
 
-from broker.config import BrokerSettings, load_settings
-from broker.credentials import CredentialStore, Principal, SqlCredentialStore, StaticCredentialStore
-from broker.errors import BrokerError
-from broker.server import EmbeddedBroker
+from importlib import import_module
+from typing import Any
+
+# Loaded on first use, so `fleet agent` (whose CLI imports broker.cli) never pays for amqtt and SQLAlchemy.
+_EXPORTS = {
+    "BrokerError": "broker.errors",
+    "BrokerSettings": "broker.config",
+    "CredentialStore": "broker.credentials",
+    "EmbeddedBroker": "broker.server",
+    "Principal": "broker.credentials",
+    "SqlCredentialStore": "broker.credentials",
+    "StaticCredentialStore": "broker.credentials",
+    "load_settings": "broker.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'broker' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)
 
 __all__ = [
     "BrokerError",

@@ -8,10 +8,6 @@ import logging
 import signal
 from typing import Any
 
-from broker.config import load_settings
-from broker.credentials import SqlCredentialStore
-from broker.server import EmbeddedBroker
-
 log = logging.getLogger(__name__)
 
 _OPTIONS = ("mqtt_host", "mqtt_port", "ws_port", "database_url")
@@ -33,6 +29,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `fleet agent` on a unit must not pay for SQLAlchemy and amqtt at start-up.
+    from broker.config import load_settings
+    from broker.credentials import SqlCredentialStore
+    from broker.server import EmbeddedBroker
+
     given = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name, None) is not None}
     settings = load_settings(**given)
     if settings.service_password is None:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(broker: EmbeddedBroker) -> None:
+async def _serve(broker: Any) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

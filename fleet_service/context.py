@@ -72,8 +72,8 @@ class ServiceContext:
                 await ingest.handle(message)
 
         filters = service_filters(group) + ([events_filter()] if broker is None else [])
-        link = MqttLink(BrokerTarget(settings.broker_url), f"fleet-service-{settings.replica_id}"[:64],
-                        filters, on_message, registry)
+        client_id = f"_fleet-service-{settings.replica_id}"[:64]  # never a valid device id
+        link = MqttLink(BrokerTarget(settings.broker_url), client_id, filters, on_message, registry)
         dispatcher = Dispatcher(engine, link, bus)
         if broker is None:
             relay_holder.append(EventRelay(bus, link.publish, registry, relay_name(settings.replica_id)))
@@ -118,8 +118,8 @@ class ServiceContext:
     async def on_credentials_changed(self, device_id: str, revoked: bool = False) -> None:
         """A unit was enrolled, re-keyed or revoked: drop cached credentials, cut a revoked unit off now."""
         self.auth.forget_device(device_id)
-        if self.broker is not None and revoked:
-            await self.broker.revoke(device_id)
+        if self.broker is not None:
+            await self.broker.revoke(device_id) if revoked else self.broker.forget(device_id)
         if self.mosquitto is not None:
             await self.mosquitto.apply()  # rewrites the password file and reloads: the old secret stops working
 
