@@ -311,6 +311,10 @@ export function mount(root, route) {
       case "device":
         reloadPage();
         break;
+      case "command":
+        // A finished update changes a unit's software version, which no presence event may carry.
+        if (e.status === "succeeded" && e.name === "update" && rows.has(id)) reloadPage();
+        break;
       default:
     }
   }
@@ -328,7 +332,7 @@ export function mount(root, route) {
   load();
 
   return {
-    stream: { types: "presence,heartbeat,metrics,device" },
+    stream: { types: "presence,heartbeat,metrics,device,command" },
     onEvent(e) {
       if (buffered) buffered.push(e);
       else apply(e);

@@ -1,6 +1,6 @@
 // Unit detail: identity and presence, metrics, services, commands, logs, configuration, TURN test — all live.
 import { enc, get } from "../api.js";
-import { clear, gate, h, notify, setText } from "../dom.js";
+import { clear, gate, h, notify, setText, throttle } from "../dom.js";
 import { ago, bytes, celsius, count, dateTime, duration, percent, toMs } from "../format.js";
 import { can } from "../session.js";
 import { badge, unitState, updateBadge } from "./status.js";
@@ -162,6 +162,8 @@ export function mount(root, route) {
         break;
       case "command":
         commands.onCommand(e);
+        // An update or reboot changes what the unit runs; heartbeats do not carry the version, so re-read it.
+        if (e.status === "succeeded" && (e.name === "update" || e.name === "reboot")) reloadUnit();
         break;
       case "config":
         config.onConfig(e);
@@ -178,6 +180,7 @@ export function mount(root, route) {
     }
   }
 
+  const reloadUnit = throttle(loadUnit, 1000);
   const events = gate(apply);
 
   async function loadAll() {
@@ -196,6 +199,7 @@ export function mount(root, route) {
     onResume: () => loadAll(),
     unmount() {
       clearInterval(ticker);
+      reloadUnit.cancel();
       metrics.dispose();
       logs.dispose();
       commands.dispose();

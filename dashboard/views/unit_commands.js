@@ -3,6 +3,7 @@ import { enc, get, post } from "../api.js";
 import { confirmAction } from "../dialog.js";
 import { h, notify, setText } from "../dom.js";
 import { ago, dateTime, duration, toMs } from "../format.js";
+import { rolloutHref } from "../router.js";
 import { can } from "../session.js";
 
 const RANK = { queued: 0, sent: 1, accepted: 2, running: 3 };
@@ -95,7 +96,9 @@ export function createCommands(deviceId, { unitName }) {
       when: h("time", { class: "ago" }),
       status: statusBadge(cmd.status),
       exit: h("td", { class: "num" }),
-      by: h("td", { class: "hint", text: cmd.created_by || "" }),
+      by: h("td", { class: "hint cmd-by" }, cmd.rollout_id
+        ? h("a", { href: rolloutHref(cmd.rollout_id), text: "rollout", title: `rollout ${cmd.rollout_id}` })
+        : (cmd.created_by || "").replace(/^(user|token):/, "")),
       cancel: canAct ? h("button", { type: "button", class: "btn small", text: "Cancel", hidden: true,
         onclick: () => cancel(cmd.id) }) : null,
       output: h("pre", { class: "cmd-output" }),

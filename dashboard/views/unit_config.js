@@ -80,6 +80,7 @@ export function createConfig(deviceId) {
   let schema = {};
   let dirty = false;
   let saving = false;
+  let missed = false; // a config event came while our save was in flight: re-read when it is done
   let base = null; // the settings the editor text started from: {version, text}; saves are made against it
 
   const sync = h("span", { class: "sync", id: "config-sync", hidden: true });
@@ -209,13 +210,20 @@ export function createConfig(deviceId) {
       }
     } finally {
       saving = false;
+      if (missed) {
+        missed = false;
+        load({ keepEdits: dirty });
+      }
     }
   }
 
   /** A live `config` event: versions/sync changed; re-read the contents without dropping edits in progress. */
   function onConfig(e) {
     if (!current) return;
-    if (saving) return; // our own save: its answer re-renders the editor
+    if (saving) {
+      missed = true; // the unit may report before our PUT is answered
+      return;
+    }
     const newerDesired = e.desired_version > current.desired_version;
     if (newerDesired && dirty) {
       notice.replaceChildren(h("span", { text: `Desired version ${e.desired_version} was saved (by someone else or ` +

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import String, cast, func, or_
+from sqlalchemy import String, and_, cast, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -20,6 +20,8 @@ from protocol.ids import check_device_id
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$")
+# Failing: online, yet its latest metrics report a state "failed" (a systemd service, or a recorder state in extra).
+FAILING = and_(Device.online == True, cast(Device.last_metrics, String).like('%: "failed"%'))  # noqa: E712
 SORTS = {"id": Device.id, "name": Device.name, "last_seen": Device.last_seen, "status": Device.online,
          "software_version": Device.software_version}
 
@@ -60,7 +62,7 @@ class DevicePatch(BaseModel):
 def list_devices(
     ctx: Ctx,
     _: Viewer,
-    status: Annotated[str | None, Query(pattern="^(online|offline)$")] = None,
+    status: Annotated[str | None, Query(pattern="^(online|offline|failing)$")] = None,
     tag: str | None = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
     sort: Annotated[str, Query(pattern="^-?(id|name|last_seen|status|software_version)$")] = "id",
@@ -68,7 +70,9 @@ def list_devices(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     query = select(Device)
-    if status:
+    if status == "failing":
+        query = query.where(FAILING)
+    elif status:
         query = query.where(Device.online == (status == "online"))
     if tag:
         if not TAG_RE.fullmatch(tag):
@@ -86,8 +90,10 @@ def list_devices(
         online = s.exec(select(func.count()).select_from(Device).where(Device.online == True)).one()  # noqa: E712
         rows = s.exec(query.order_by(order, Device.id).offset(offset).limit(limit)).all()
         fleet_total = s.exec(select(func.count()).select_from(Device)).one()
+        failing = s.exec(select(func.count()).select_from(Device).where(FAILING)).one()
     return {"items": [device_public(d) for d in rows], "total": total, "limit": limit, "offset": offset,
-            "summary": {"units": fleet_total, "online": online, "offline": fleet_total - online}}
+            "summary": {"units": fleet_total, "online": online, "offline": fleet_total - online,
+                        "failing": failing}}
 
 
 @router.post("", status_code=201)
