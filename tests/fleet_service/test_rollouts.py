@@ -70,8 +70,13 @@ def test_a_rollout_over_20_units_stops_at_the_abort_threshold(fleet):
         assert cmd["rollout_id"] == created["id"] and cmd["args"] == {"ref": "v2.5.0"}
         if device_id in failing:
             assert per_unit[device_id]["state"] == "failed" and per_unit[device_id]["exit_code"] == 3
-    # The second batch's units all answered at once, so each is decided: 7 succeeded, 3 failed.
-    wait_rollout(fleet.api, created["id"], lambda v: v["totals"]["succeeded"] == 7, "all results in")
+    # Commands a unit already took run to their end. The abort came as soon as ru-06 and ru-07 had failed, so a
+    # second-batch command that was still only `sent` then is canceled (its unit's late answers are ignored).
+    settled = wait_rollout(fleet.api, created["id"], lambda v: v["totals"]["in_progress"] == 0, "all results in")
+    per_unit = units_by_id(settled)
+    assert all(per_unit[d]["state"] == "succeeded" for d in ids[:5] if d not in failing)
+    assert all(per_unit[d]["state"] in ("succeeded", "canceled") for d in ids[5:10] if d not in failing)
+    assert settled["totals"]["failed"] == 3 and settled["totals"]["succeeded"] + settled["totals"]["canceled"] == 17
     listed = fleet.api.get("/api/rollouts", params={"state": "aborted"}).json()
     assert [x["id"] for x in listed["items"]] == [created["id"]]
     for unit in units.values():
@@ -103,7 +108,8 @@ def test_pause_resume_and_cancel(fleet):
     resumed = fleet.api.post(f"/api/rollouts/{rid}/resume")
     assert resumed.status_code == 200 and resumed.json()["state"] == "running"
     wait_for(lambda: units["pr-2"].commands and units["pr-3"].commands, what="second batch at its units")
-    waiting = units_by_id(rollout(fleet.api, rid))
+    waiting = units_by_id(wait_rollout(
+        fleet.api, rid, lambda v: {units_by_id(v)[d]["state"] for d in ("pr-2", "pr-3")} == {"sent"}, "batch 2 sent"))
     assert waiting["pr-2"]["state"] == "sent" and waiting["pr-4"]["state"] == "pending"
 
     canceled = fleet.api.post(f"/api/rollouts/{rid}/cancel")
