@@ -80,6 +80,10 @@ class FleetProcess:
         self.stop()
         self.start()
 
+    def log_text(self) -> str:
+        """Everything this process printed so far (all starts)."""
+        return "".join(p.read_text() for p in sorted(self.workdir.glob("fleet-up-*.log")))
+
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
 

@@ -54,6 +54,9 @@ async def events(
                 yield event.to_sse()
         finally:
             next_event.cancel()
+            # The cancelled __anext__ must finish before the subscription can be closed: aclose() on a generator
+            # that is still running raises (and was logged as an error on every client disconnect).
+            await asyncio.gather(next_event, return_exceptions=True)
             await events_iter.aclose()
 
     return StreamingResponse(stream(), media_type="text/event-stream",
