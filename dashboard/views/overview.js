@@ -1,6 +1,6 @@
 // Fleet overview: totals, a paged table of units (server-side filter/search/sort), live presence and metrics.
 import { ApiError, get } from "../api.js";
-import { clear, debounce, h, notify, setText, throttle } from "../dom.js";
+import { clear, debounce, gate, h, notify, setText, throttle } from "../dom.js";
 import { ago, celsius, count, dateTime, level, percent, toMs } from "../format.js";
 import { replaceQuery, unitHref } from "../router.js";
 import { badge, unitState, updateBadge } from "./status.js";
@@ -41,9 +41,8 @@ export function mount(root, route) {
   const pending = new Map(); // id -> patch, applied on the next animation frame
   let frame = 0;
   let loadSeq = 0;
-  let loaded = false;
-  let buffered = [];
   let total = 0;
+  const knownFailing = new Set(); // units seen failing in live metrics, on this page or not
   let abort = null;
 
   // ---- skeleton -------------------------------------------------------------------------------------------
@@ -153,24 +152,22 @@ export function mount(root, route) {
     const seq = ++loadSeq;
     abort?.abort();
     abort = new AbortController();
+    events.close(); // events arriving during the read are applied after it, in order
     table.setAttribute("aria-busy", "true");
     try {
       const body = await get("/api/devices", query(), { signal: abort.signal });
       if (seq !== loadSeq) return;
       renderRows(body.items);
       renderSummary(body);
-      if (!loaded) {
-        loaded = true;
-        const early = buffered;
-        buffered = null;
-        early.forEach(apply);
-      }
     } catch (err) {
       if (err.name === "AbortError" || seq !== loadSeq) return;
       if (err instanceof ApiError && err.status === 422) notify(err.message);
       else if (!(err instanceof ApiError && err.status === 401)) notify(`Could not load the units: ${err.message}`);
     } finally {
-      if (seq === loadSeq) table.removeAttribute("aria-busy");
+      if (seq === loadSeq) {
+        table.removeAttribute("aria-busy");
+        events.open();
+      }
     }
   }
 
@@ -293,6 +290,16 @@ export function mount(root, route) {
 
   function apply(e) {
     const id = e.device_id;
+    if (e.type === "metrics") {
+      // Failing is counted over the whole fleet: a change on any unit, shown or not, refreshes the totals.
+      const failing = Boolean(e.services && Object.values(e.services).includes("failed"));
+      if (failing !== knownFailing.has(id)) {
+        if (failing) knownFailing.add(id);
+        else knownFailing.delete(id);
+        refreshSummary();
+      }
+    }
+    if (!rows.has(id) && e.type !== "presence" && e.type !== "device") return;
     switch (e.type) {
       case "presence":
         queue(id, { online: e.online, offline_reason: e.reason ?? null, last_seen: toMs(e.last_seen),
@@ -305,7 +312,6 @@ export function mount(root, route) {
       case "metrics": {
         const { type, device_id: _, ...metrics } = e;
         queue(id, { metrics, last_seen: Date.now() });
-        if (metrics.services && Object.values(metrics.services).includes("failed") !== rowFailing(id)) refreshSummary();
         break;
       }
       case "device":
@@ -319,11 +325,7 @@ export function mount(root, route) {
     }
   }
 
-  function rowFailing(id) {
-    const row = rows.get(id);
-    return row ? unitState(row.data).status === "failing" : false;
-  }
-
+  const events = gate(apply);
   const ticker = setInterval(() => {
     const now = Date.now();
     for (const row of rows.values()) setText(row.cells.seen, ago(row.data.last_seen, now));
@@ -333,10 +335,7 @@ export function mount(root, route) {
 
   return {
     stream: { types: "presence,heartbeat,metrics,device,command" },
-    onEvent(e) {
-      if (buffered) buffered.push(e);
-      else apply(e);
-    },
+    onEvent: (e) => events.push(e),
     onResume() {
       load();
     },

@@ -27,7 +27,8 @@ export function createLogs(deviceId) {
   const heldNote = h("span", { class: "hint", id: "log-held", "aria-live": "polite" });
   const older = h("button", { type: "button", class: "btn small", text: "Load older", hidden: true,
     onclick: () => loadOlder() });
-  const view = h("div", { class: "log-view", id: "log-view", role: "log", "aria-label": "Log lines", tabindex: "0" });
+  const view = h("div", { class: "log-view", id: "log-view", role: "log", "aria-live": "off",
+    "aria-label": "Log lines", tabindex: "0" });
   const el = h("section", { class: "panel logs", "aria-labelledby": "logs-title" },
     h("div", { class: "panel-head" }, h("h2", { id: "logs-title", text: "Logs" }),
       h("label", { for: "log-level", class: "sr-only", text: "Minimum level" }), levelSel,
