@@ -62,12 +62,12 @@ class ServiceContext:
                         queue_max=settings.ingest_queue_max)
         group = "fleet" if settings.use_shared_subscriptions else None
         # With an external broker other replicas may run: relay live events through it (embedded: one replica).
-        relay_holder: list[EventRelay] = []
+        event_relay: EventRelay | None = None  # set below, once the link it publishes through exists
 
         async def on_message(message) -> None:
-            if relay_holder and events_origin(message.topic.value) is not None:
+            if event_relay is not None and events_origin(message.topic.value) is not None:
                 payload = message.payload if isinstance(message.payload, bytes) else b""
-                await relay_holder[0].handle(message.topic.value, payload)
+                await event_relay.handle(message.topic.value, payload)
             else:
                 await ingest.handle(message)
 
@@ -76,13 +76,13 @@ class ServiceContext:
         link = MqttLink(BrokerTarget(settings.broker_url), client_id, filters, on_message, registry)
         dispatcher = Dispatcher(engine, link, bus)
         if broker is None:
-            relay_holder.append(EventRelay(bus, link.publish, registry, relay_name(settings.replica_id)))
+            event_relay = EventRelay(bus, link.publish, registry, relay_name(settings.replica_id))
         registry.gauge_callback("fleet_devices_online", lambda: count_online(engine))
         registry.gauge_callback("fleet_events_published_total", lambda: bus.published)
         ctx = cls(settings, engine, registry, bus, Authenticator(engine, settings.admin_token), link, ingest,
                   dispatcher, broker)
         ingest.listeners.append(ctx._on_outcome)
-        ctx.event_relay = relay_holder[0] if relay_holder else None
+        ctx.event_relay = event_relay
         ctx.configs = DesiredConfigs(engine, link, bus)
         ctx.rollouts = RolloutEngine(engine, dispatcher, bus)
         ingest.listeners.append(ctx.rollouts.on_outcome)
