@@ -83,7 +83,11 @@ class MetricLag:
 
 
 def online(api: httpx.Client) -> int:
-    return api.get("/api/devices", params={"status": "online", "limit": 1}).json()["total"]
+    """Units online per the API; -1 when the service did not answer in time (it is busy, not gone)."""
+    try:
+        return api.get("/api/devices", params={"status": "online", "limit": 1}).json()["total"]
+    except httpx.TimeoutException:
+        return -1
 
 
 def time_requests(api: httpx.Client, params: dict, count: int) -> list[float]:
@@ -152,7 +156,7 @@ def main() -> int:
                 time.sleep(2)
                 if not sim.alive() or not service.alive():
                     raise SystemExit(f"a process died:\n{sim.tail()}\n{service.tail()}")
-                count = online(api)
+                count = max(count, online(api))
             connect_s = time.monotonic() - started
             print(f"fleet_scale: {count}/{units} units online after {connect_s:.0f}s "
                   f"(connect rate {rate:.0f}/s)", flush=True)
@@ -165,6 +169,7 @@ def main() -> int:
             before, cpu_before, t_before = scrape(api), service.cpu_seconds(), time.monotonic()
             gauges: list[float] = []
             depths: list[float] = []
+            backlogs: list[float] = []
             rss: list[float] = []
             shapes = [({}, "first page (100)"), ({"status": "online"}, "?status=online (100)")]
             latencies: dict[str, list[float]] = {name: [] for _, name in shapes}
@@ -173,6 +178,7 @@ def main() -> int:
                 sample = scrape(api)
                 gauges.append(sample.get("fleet_ingest_lag_seconds", float("nan")))
                 depths.append(sample.get("fleet_ingest_queue_depth", 0.0))
+                backlogs.append(sample.get("fleet_ingest_link_backlog", 0.0))
                 rss.append(service.rss_mb())
                 for params, name in shapes:
                     latencies[name] += time_requests(api, params, max(1, args.requests // 10))
@@ -193,7 +199,7 @@ def main() -> int:
                   f"dropped in total: {dropped:.0f})")
             print(f"  fleet_ingest_lag_seconds (receive->commit of the last batch, sampled every ~2s): "
                   f"p50 {percentile(gauges, 50) * 1000:.0f} ms, max {max(gauges) * 1000:.0f} ms; "
-                  f"max queue depth {max(depths):.0f}")
+                  f"ingest queue depth max {max(depths):.0f}, MQTT client backlog before it max {max(backlogs):.0f}")
             print(f"  end-to-end metric lag (unit ts -> SSE event after commit): {summary_ms(lag.lags)}")
             print(f"  service RSS: max {max(rss):.0f} MB; CPU {100 * (cpu_after - cpu_before) / elapsed:.0f}% "
                   f"of one core; simulator RSS {sim.rss_mb():.0f} MB")

@@ -45,6 +45,13 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.connections = 0  # successful connects so far
         self.on_connect: list[Callable[[], Awaitable[None]]] = []
+        registry.describe("fleet_ingest_link_backlog", "gauge",
+                          "Messages received from the broker, not yet handed to ingest (MQTT client queue)")
+        registry.gauge_callback("fleet_ingest_link_backlog", self.backlog)
+
+    def backlog(self) -> int:
+        client = self._client
+        return len(client.messages) if client is not None else 0
 
     def _make_client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
