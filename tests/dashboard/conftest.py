@@ -115,13 +115,15 @@ def start_fleet(workdir: Path) -> FleetProcess:
     return fleet
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium_path() -> str:
     require(os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed (apt install chromium)")
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: the sync Playwright API keeps an event loop running in the main thread, which
+# would break every asyncio test collected after this package.
+@pytest.fixture(scope="package")
 def browser(chromium_path):
     from playwright.sync_api import sync_playwright
 
@@ -131,7 +133,7 @@ def browser(chromium_path):
         b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fleet(tmp_path_factory, chromium_path) -> Iterator[FleetProcess]:
     fleet = start_fleet(tmp_path_factory.mktemp("fleet"))
     yield fleet
@@ -153,7 +155,7 @@ class Sim:
         self.loop.loop.call_soon_threadsafe(self.simulation.start_unit, device_id)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sim(fleet, tmp_path_factory) -> Iterator[Sim]:
     """SIM_UNITS simulated units (ids sim-00001...), tag `simulated`, all online."""
     from fleet_service.simulator import SimOptions, Simulation
@@ -187,7 +189,7 @@ class Enrolled:
     port: int
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def enroll(fleet) -> Callable[..., Enrolled]:
     """Enroll a unit through the API (for tests that drive a unit by hand with RawUnit)."""
 
