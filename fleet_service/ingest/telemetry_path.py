@@ -71,7 +71,7 @@ def heartbeat(state: UnitState, hb: Heartbeat, received_ms: int) -> list[Event]:
         out.append(("presence", {"device_id": state.id, "online": True, "reason": None, "last_seen": received_ms,
                                  "software_version": state.software_version}))
     out.append(("heartbeat", {"device_id": state.id, "seq": hb.seq, "uptime_s": hb.uptime_s,
-                              "last_seen": received_ms}))
+                              "last_seen": received_ms, "software_version": state.software_version}))
     return out
 
 
