@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from agent.config import AgentSettings
 from agent.errors import CommandError, ConfigError
+from agent.files import write_atomic
 from agent.process import Outcome
 from agent.store import Store
 from protocol.payloads import ConfigDesired, ConfigReported
@@ -20,32 +19,6 @@ log = logging.getLogger(__name__)
 APPLIED_KEY = "config.applied_version"
 ATTEMPTED_KEY = "config.attempted_version"
 MAX_CONFIG_BYTES = 256 * 1024
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write + fsync a temp file in the same directory, rename it over `path`, fsync the directory."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class ConfigApplier:

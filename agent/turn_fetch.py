@@ -12,23 +12,21 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import random
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.config import AgentSettings
 from agent.errors import AgentError
+from agent.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FILE_MODE", "TurnCredentials", "TurnFetcher", "TurnUnavailable", "write_atomic"]
+__all__ = ["FILE_MODE", "TurnCredentials", "TurnFetcher", "TurnUnavailable"]
 
 FILE_MODE = 0o640  # the recorder reads it through the file's group; nobody else may
 REQUEST_TIMEOUT_S = 10.0
@@ -214,30 +212,6 @@ class TurnFetcher:
         if self._file_error is not None:
             log.info("TURN file %s written again", self.file)
         self._file_error = None
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write a file so readers see the old or the new content, never a part: temp file, fsync, rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _http_error(status: int, body: bytes, retry_after: str | None) -> TurnUnavailable:

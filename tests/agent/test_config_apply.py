@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from agent.config_apply import write_atomic
+from agent.files import write_atomic
 from protocol.topics import Kind
 from tests.agent.conftest import Service, fast_settings, script
 from tests.support.services import wait_for

@@ -11,13 +11,12 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from fleet_service.api.deps import Admin, Ctx, source_ip
+from fleet_service.api.deps import Admin, Ctx, DeviceIdField, source_ip
 from fleet_service.api.routes.devices import _check_tags
 from fleet_service.claims import DEFAULT_TTL_S, MAX_TTL_S, ClaimRefused, create_claim_token, redeem
 from fleet_service.models import ClaimToken, claim_token_public, device_public
 from fleet_service.security import Identity
-from protocol import ProtocolError
-from protocol.ids import check_device_id, now_ms
+from protocol.ids import now_ms
 
 router = APIRouter(tags=["enrollment"])
 log = logging.getLogger(__name__)
@@ -32,16 +31,9 @@ class ClaimTokenRequest(BaseModel):
 
 class ClaimRequest(BaseModel):
     token: str = Field(min_length=1, max_length=200)
-    id: str
+    id: DeviceIdField
     name: str | None = Field(default=None, max_length=200)
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        try:
-            return check_device_id(v)
-        except ProtocolError as exc:
-            raise ValueError(str(exc)) from None
 
 
 @router.post("/api/devices/claim", status_code=201)

@@ -12,11 +12,9 @@ from sqlalchemy import String, and_, cast, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from fleet_service.api.deps import Admin, Ctx, Operator, Viewer, load_device
+from fleet_service.api.deps import Admin, Ctx, DeviceIdField, Operator, Viewer, load_device
 from fleet_service.enrollment import enroll, revoke, rotate_secret
 from fleet_service.models import Device, device_public, device_status
-from protocol import ProtocolError
-from protocol.ids import check_device_id
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$")
@@ -36,17 +34,10 @@ def _check_tags(tags: list[str]) -> list[str]:
 
 
 class Enroll(BaseModel):
-    id: str
+    id: DeviceIdField
     name: str | None = Field(default=None, max_length=200)
     tags: list[str] = Field(default_factory=list)
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        try:
-            return check_device_id(v)
-        except ProtocolError as exc:
-            raise ValueError(str(exc)) from None
 
     _tags = field_validator("tags")(classmethod(lambda cls, v: _check_tags(v)))
 
