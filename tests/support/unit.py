@@ -42,6 +42,8 @@ class RawUnit:
         self.client.connect("127.0.0.1", self.port, keepalive=self.keepalive)
         self.client.loop_start()
         if not self._connected.wait(timeout):
+            self.client.disconnect()
+            self.client.loop_stop()
             raise AssertionError(f"unit {self.device_id} could not connect (CONNACK {self.connack})")
         return self
 
