@@ -148,6 +148,7 @@ class Connection:
                 log.log(level, "broker %s:%s unreachable (%s failures): %s",
                         self.settings.host, self.settings.port, failures, exc)
             else:
+                _no_delay(self._client)
                 while not self._stopping.is_set():
                     rc = self._client.loop(timeout=1.0)
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -205,3 +206,15 @@ class Connection:
 
     def _on_publish(self, client: mqtt.Client, userdata, mid: int, reason_code, properties) -> None:
         self.hooks.on_published(mid)
+
+
+def _no_delay(client: mqtt.Client) -> None:
+    """Disable Nagle on the broker socket: a result or PUBACK that follows an unacknowledged packet would
+    otherwise wait for the broker's delayed ACK (~40 ms on Linux) before it leaves."""
+    sock = client.socket()
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        log.debug("could not set TCP_NODELAY on the broker socket: %s", exc)

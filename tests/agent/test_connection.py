@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from agent.connection import Connection, Hooks
@@ -16,6 +17,8 @@ def test_birth_is_retained_and_clean_stop_publishes_offline_with_the_same_sessio
     birth = service.wait("unit-1", Kind.STATE, lambda b: b["online"])[0]
     assert birth["session"] == agent.session and birth["agent_version"] and birth["ts"] > 0
     assert agent.connection.wait_connected(5)
+    sock = agent.connection._client.socket()  # Nagle off: a result must not wait for the broker's delayed ACK
+    assert sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
     late = Service(broker.port)  # a subscriber arriving later still sees the retained birth
     try:
