@@ -34,7 +34,7 @@ def test_bad_messages_are_dropped_and_ingest_continues(fleet, caplog):
     a.publish(Kind.LOGS, _log("good-1", "before"))
     b.publish(Kind.LOGS, _log("b-1", "unit b's own line"))
     wait_for(lambda: len(fleet.api.get("/api/devices/unit-a/logs").json()["items"]) == 1, what="first line")
-    before_b = fleet.api.get("/api/devices/unit-b/logs").json()["items"]
+    before_b = wait_for(lambda: fleet.api.get("/api/devices/unit-b/logs").json()["items"], what="unit b's line")
     before_status = fleet.status("unit-a")
 
     a.publish(Kind.LOGS, b"{not json")  # malformed JSON
