@@ -10,6 +10,7 @@ import logging
 import secrets
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -45,7 +46,7 @@ class CredentialStore(Protocol):
         ...
 
 
-class _SecretStore:
+class _SecretStore(ABC):
     """Service-account check, unit-secret check in a worker thread, and a short positive cache."""
 
     def __init__(self, service_secret: str | None) -> None:
@@ -93,8 +94,9 @@ class _SecretStore:
         # An unknown id costs the same slow hash as a known one, so timing does not tell which ids exist.
         return verify_secret(password, stored or _dummy_hash()) and stored is not None
 
+    @abstractmethod
     def _secret_hash(self, device_id: str) -> str | None:
-        raise NotImplementedError
+        """The stored hash of a unit's secret, or None for an unknown unit."""
 
 
 class StaticCredentialStore(_SecretStore):
