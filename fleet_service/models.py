@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 # SQLite autoincrements only an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT.
@@ -34,6 +34,10 @@ def _ms(**kw):
 class Device(SQLModel, table=True):
     """Identity plus the latest state of a unit: the API reads it without scanning history."""
 
+    # Partial: only failing units are in it, so `?status=failing` reads a handful of entries.
+    __table_args__ = (Index("ix_device_failing", "id", sqlite_where=text("failing = 1"),
+                            postgresql_where=text("failing")),)
+
     id: str = Field(primary_key=True, max_length=63)
     name: str = Field(default="", max_length=200)
     tags: list[str] = _json(list)
@@ -53,6 +57,7 @@ class Device(SQLModel, table=True):
     uptime_s: float | None = None
     heartbeat_seq: int | None = _ms(default=None, nullable=True)
     last_metrics: dict[str, Any] = _json(dict)
+    failing: bool = False  # the latest metrics report a state "failed" (set by ingest; counts while online)
     logs_dropped: int = _ms(default=0)
 
     desired_config: dict[str, Any] = _json(dict)

@@ -81,8 +81,21 @@ def metrics(state: UnitState, m: Metrics, received_ms: int, samples: list[dict[s
     latest.update(ts=m.ts, services=m.services, extra=m.extra)
     state.values["last_seen"] = received_ms
     state.values["last_metrics"] = latest
+    state.values["failing"] = reports_failure(m.services) or reports_failure(m.extra)
     samples.append({"device_id": state.id, "ts": m.ts, **row, "services": m.services, "extra": m.extra})
     return [("metrics", {"device_id": state.id, **latest})]
+
+
+def reports_failure(value: Any) -> bool:
+    """A state "failed" anywhere in a unit's report: a systemd service, or a recorder state in `extra`.
+
+    Stored as `device.failing`; the unit counts as failing while it is also online (GET /api/devices).
+    """
+    if isinstance(value, dict):
+        return any(v == "failed" or reports_failure(v) for v in value.values())
+    if isinstance(value, list):
+        return any(reports_failure(v) for v in value)
+    return False
 
 
 def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[str, str], dict[str, Any]]

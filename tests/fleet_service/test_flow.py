@@ -90,3 +90,38 @@ async def _stop_link(ctx) -> None:
 
 async def _start_link(ctx) -> None:
     ctx.tasks.append(asyncio.create_task(ctx.link.run(), name="mqtt-link"))
+
+
+def test_a_unit_is_failing_while_online_with_a_failed_state_in_its_latest_metrics(fleet):
+    secret = fleet.enroll("venue-f")
+    unit = RawUnit(fleet.mqtt_port, "venue-f", secret, keepalive=2).connect()
+    unit.birth("2.4.0")
+    wait_for(lambda: fleet.status("venue-f")["online"], what="unit online")
+
+    def listing(**params) -> dict:
+        return fleet.api.get("/api/devices", params=params).json()
+
+    def failing_ids() -> list[str]:
+        return [d["id"] for d in listing(status="failing")["items"]]
+
+    def metrics(**body) -> None:
+        unit.publish(Kind.METRICS, {"v": 1, "ts": now_ms(), **body})
+
+    metrics(services={"recorder.service": "failed", "ssh.service": "active"})
+    wait_for(lambda: listing()["summary"]["failing"] == 1, what="failing counted")
+    page = listing(status="failing")
+    assert [d["id"] for d in page["items"]] == ["venue-f"] and page["total"] == 1
+    assert page["summary"] == {"units": 1, "online": 1, "offline": 0, "failing": 1}
+    assert listing(status="online")["total"] == 1 and listing()["total"] == 1
+
+    metrics(services={"recorder.service": "active"})
+    wait_for(lambda: listing()["summary"]["failing"] == 0, what="recovered")
+    assert failing_ids() == [] and listing(status="failing")["total"] == 0
+
+    metrics(services={"recorder.service": "active"}, recorder={"state": "failed"})  # a recorder state in extra
+    wait_for(lambda: failing_ids() == ["venue-f"], what="failing from extra")
+
+    unit.kill()  # offline: no longer counted as failing, though its last metrics still say so
+    wait_for(lambda: not fleet.status("venue-f")["online"], timeout=15, what="offline after kill")
+    assert listing()["summary"] == {"units": 1, "online": 0, "offline": 1, "failing": 0}
+    assert failing_ids() == [] and listing(status="offline")["total"] == 1
