@@ -8,10 +8,12 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from fleet_service.commands_state import FINAL, PENDING, TAKEN, transition
+from fleet_service.db import once_more_on_disconnect
 from fleet_service.events import EventBus
 from fleet_service.ingest.link import BrokerUnavailable, MqttLink
 from fleet_service.models import Command, CommandEvent, Device, command_public
@@ -116,9 +118,15 @@ class Dispatcher:
         return cmd
 
     def _store_new(self, cmd: Command) -> None:
-        with Session(self._engine, expire_on_commit=False) as s:
-            store_new(s, cmd)
-            s.commit()
+        """Store the command and its first event, in the transaction that checks the unit exists (LookupError)."""
+        def store() -> None:
+            with Session(self._engine, expire_on_commit=False) as s:
+                if s.exec(select(Device.id).where(Device.id == cmd.device_id)).first() is None:
+                    raise LookupError(cmd.device_id)
+                store_new(s, cmd)
+                s.commit()
+
+        once_more_on_disconnect(store)
 
     async def send(self, cmd: Command) -> None:
         """Publish a stored command and mark it `sent`; without a broker it stays `queued` (sent again later)."""
@@ -127,10 +135,10 @@ class Dispatcher:
         except BrokerUnavailable as exc:
             log.info("command %s stays queued: %s", cmd.id, exc)
             return
-        changed = await asyncio.to_thread(self._mark, cmd.id, "sent")
-        if changed:
-            cmd.status = changed.status
-            self.changed(changed)
+        now = now_ms()
+        if await asyncio.to_thread(self._mark_sent, cmd.id, now):
+            cmd.status, cmd.updated_at = "sent", now
+            self.changed(cmd)
 
     async def send_many(self, commands: Iterable[Command]) -> None:
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
@@ -141,13 +149,20 @@ class Dispatcher:
 
         await asyncio.gather(*(one(c) for c in commands))
 
-    def _mark(self, command_id: str, status: str) -> Command | None:
-        with Session(self._engine, expire_on_commit=False) as s:
-            cmd = s.get(Command, command_id)
-            if cmd is None or not transition(s, cmd, status, now_ms()):
-                return None
-            s.commit()
-            return cmd
+    def _mark_sent(self, command_id: str, now: int) -> bool:
+        """queued -> sent as one compare-and-set, without reading the row first (False: the unit's own report, a
+        cancel or the sweeper got there first; their transition recorded it)."""
+        table, events = Command.__table__, CommandEvent.__table__
+
+        def mark() -> bool:
+            with self._engine.begin() as conn:
+                changed = conn.execute(update(table).where(table.c.id == command_id, table.c.status == "queued")
+                                       .values(status="sent", updated_at=now)).rowcount == 1
+                if changed:
+                    conn.execute(insert(events).values(command_id=command_id, status="sent", ts=now))
+                return changed
+
+        return once_more_on_disconnect(mark)
 
     def _load_pending(self, device_id: str, now: int) -> list[Command]:
         with Session(self._engine, expire_on_commit=False) as s:

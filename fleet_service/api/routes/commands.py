@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -41,10 +40,11 @@ class RestartRequest(SimpleRequest):
 
 
 async def _create(ctx, device_id: str, who: Identity, name: str, args: dict, ttl_s=None, timeout_s=None):
-    await asyncio.to_thread(load_device, ctx, device_id)
-    try:
+    try:  # the unit is looked up in the transaction that stores the command
         cmd = await ctx.dispatcher.create(device_id, name, args, ttl_s=ttl_s, timeout_s=timeout_s,
                                           created_by=who.label)
+    except LookupError:
+        raise HTTPException(404, f"no unit with id {device_id!r}") from None
     except CommandError as exc:
         raise HTTPException(422, str(exc)) from None
     return command_public(cmd)
