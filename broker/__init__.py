@@ -6,6 +6,8 @@ In-process use (inside a running event loop)::
     broker = EmbeddedBroker(settings, SqlCredentialStore(settings.database_url, settings.service_password))
     await broker.start()            # broker.port is the bound port
     ...                             # connect as protocol.ids.SERVICE_USERNAME / secret to 127.0.0.1:broker.port
+    broker.add_consumer(consume)    # await consume(topic, payload, qos, retain) for every routed message
+    await broker.publish(topic, payload, qos=1, retain=True)  # as the service account, no MQTT connection
     broker.forget(device_id)        # after a secret rotation
     await broker.revoke(device_id)  # after a deletion: forget + close its live connection
     await broker.stop()

@@ -6,6 +6,9 @@ Fixes of amqtt 0.12.1 (see shared/notes/brokers.md) that live here:
 - retained messages go only to the subscribing session's own filters and pass the read ACL;
 - messages queued for an offline persistent session are bounded and replayed without the retain flag;
 - ACL checks call the topic plugins directly instead of spawning a task per plugin per message.
+
+In-process consumers (the embedded service's ingest) see every message the broker routes, awaited in the
+publisher's own order, so a slow consumer holds that publisher back instead of losing anything.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from amqtt.broker import Broker, RetainedApplicationMessage
@@ -29,6 +33,9 @@ log = logging.getLogger(__name__)
 
 SHARE_PREFIX = "$share/"
 SUBSCRIBE_FAILED = 0x80
+
+# (topic, payload, publish QoS, publish retain flag); awaited for every routed message.
+Consumer = Callable[[str, bytes | bytearray, int, bool], Awaitable[None]]
 
 
 def split_shared(topic_filter: str) -> tuple[str, str] | None:
@@ -48,8 +55,10 @@ def has_wildcard(topic_filter: str) -> bool:
 class RoutingBroker(Broker):
     """amqtt Broker whose broadcast, retained and offline-queue paths follow MQTT and our ACL."""
 
-    def __init__(self, config: BrokerConfig | dict[str, Any], *, max_payload_bytes: int, max_queued_messages: int):
+    def __init__(self, config: BrokerConfig | dict[str, Any], *, max_payload_bytes: int, max_queued_messages: int,
+                 consumers: list[Consumer] | None = None):
         super().__init__(config)
+        self._consumers: list[Consumer] = consumers if consumers is not None else []
         self._max_payload = max_payload_bytes
         self._max_queued = max_queued_messages
         self._topic_plugins: list[BaseTopicPlugin] | None = None
@@ -93,12 +102,39 @@ class RoutingBroker(Broker):
         await self.plugins_manager.fire_event(
             BrokerEvents.MESSAGE_BROADCAST, client_id=session.client_id, message=message
         )
-        await self._broadcast_message(session, topic, data, message.qos)
+        await self._route(session, topic, data, message.qos)
         if message.retain:
             await self.retain_message(session, topic, data, message.qos)
+        if self._consumers:
+            await self._consume(topic, data, message.qos or QOS_0, bool(message.retain))
         return True
 
+    async def publish_internal(self, topic: str, data: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish from inside the process with the service account's rights: routed to subscribers (their read
+        ACL applies), stored when `retain`, and handed to the in-process consumers, as a client's publish is."""
+        if not topic or has_wildcard(topic) or topic.startswith("$"):
+            raise ValueError(f"cannot publish to {topic!r}: not a topic name")
+        await self._route(None, topic, data, qos)
+        if retain:
+            await self.retain_message(None, topic, data, qos)
+        if self._consumers:
+            await self._consume(topic, data, qos, retain)
+
+    async def _consume(self, topic: str, data: bytes | bytearray, qos: int, retain: bool) -> None:
+        for consumer in self._consumers:
+            try:
+                await consumer(topic, data, qos, retain)
+            except Exception:  # one consumer's bug must not cut the publisher off
+                if self._log_throttle.allow(("consumer", topic)):
+                    log.exception("in-process consumer failed on a message on %s", topic)
+
     # ---- broadcast ------------------------------------------------------------------------------
+
+    async def _route(self, session: Session | None, topic: str, data: bytes | bytearray, qos: int | None) -> None:
+        """Queue a message for its subscribers; one nobody subscribes to is not queued at all (in embedded mode
+        units' telemetry has no subscriber but the in-process consumer, and the queue costs a task per message)."""
+        if self._matching_subscriptions(topic):
+            await self._broadcast_message(session, topic, data, qos)
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]) -> None:
         broadcast = await self._broadcast_queue.get()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -12,6 +13,7 @@ from amqtt.errors import BrokerError as AmqttBrokerError
 from broker.config import BrokerSettings
 from broker.credentials import CredentialStore
 from broker.errors import BrokerError
+from broker.routing import Consumer
 from broker.sessions import FleetBroker
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,9 @@ class EmbeddedBroker:
         self._credentials = credentials
         self._broker: FleetBroker | None = None
         self._ports: dict[str, int] = {}
+        self._consumers: list[Consumer] = []  # shared with the amqtt broker, so they may be added at any time
+        self._stopped = asyncio.Event()
+        self._stopped.set()
 
     async def __aenter__(self) -> EmbeddedBroker:
         await self.start()
@@ -58,6 +63,7 @@ class EmbeddedBroker:
                 log.info("broker start attempt %d failed (%s); retrying on other ports", attempt, exc)
                 continue
             self._broker = broker
+            self._stopped.clear()
             self._ports = {name: port or _bound_port(broker, name) for name, port in ports.items()}
             log.info("MQTT broker listening on %s", ", ".join(f"{k} {v}" for k, v in self._ports.items()))
             return
@@ -65,8 +71,13 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         broker, self._broker = self._broker, None
         if broker is not None:
+            self._stopped.set()
             await broker.shutdown()
             log.info("MQTT broker stopped")
+
+    async def wait_stopped(self) -> None:
+        """Return once the broker is not running (at once when it is not started)."""
+        await self._stopped.wait()
 
     @property
     def running(self) -> bool:
@@ -91,6 +102,29 @@ class EmbeddedBroker:
         if self._broker is None:
             raise BrokerError("the broker is not running")
         return self._broker
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Have `await consumer(topic, payload, qos, retain)` called for every message the broker routes:
+        what clients publish (after the size and ACL checks), the Wills it publishes, and `publish()` calls.
+
+        Called in each publisher's own order, before the publisher's next message is taken; a consumer that
+        waits holds that publisher back (its messages stay acknowledged and queued in the broker, never dropped).
+        Messages are passed as received, not copied. A consumer's exception is logged and the message goes on.
+        """
+        self._consumers.append(consumer)
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish from this process with the service account's rights (subscribers' read ACL still applies);
+        `retain` stores it for later subscribers. Raises BrokerError when the broker is not running."""
+        await self.amqtt.publish_internal(topic, payload, qos, retain)
+
+    def inbound_backlog(self) -> int:
+        """Messages acknowledged to publishers that the broker has not routed yet (0 when not running)."""
+        return self._broker.inbound_backlog() if self._broker is not None else 0
 
     def connected_clients(self) -> list[str]:
         return list(self.amqtt.connections)
@@ -145,6 +179,7 @@ class EmbeddedBroker:
             max_inflight_messages=s.max_inflight_messages,
             keepalive_factor=s.keepalive_factor,
             connect_timeout_s=s.connect_timeout_s,
+            consumers=self._consumers,
         )
 
 

@@ -34,7 +34,7 @@ from amqtt.utils import gen_client_id
 from broker.connection import Connection, KeyedLock, watch_keepalive
 from broker.outbox import Outbox, Outgoing
 from broker.plugins import REFUSAL, principal_of
-from broker.routing import RoutingBroker
+from broker.routing import Consumer, RoutingBroker
 from broker.wire import ActivityReader, PacketTooLarge, abort
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,10 @@ class FleetBroker(RoutingBroker):
         keepalive_factor: float = 1.5,
         connect_timeout_s: float = 10.0,
         watchdog_interval_s: float = 0.5,
+        consumers: list[Consumer] | None = None,
     ) -> None:
-        super().__init__(config, max_payload_bytes=max_payload_bytes, max_queued_messages=max_queued_messages)
+        super().__init__(config, max_payload_bytes=max_payload_bytes, max_queued_messages=max_queued_messages,
+                         consumers=consumers)
         self._max_packet = max_packet_bytes
         self._max_inflight = max_inflight_messages
         self._keepalive_factor = keepalive_factor
@@ -113,6 +115,10 @@ class FleetBroker(RoutingBroker):
     @property
     def connections(self) -> dict[str, Connection]:
         return self._connections
+
+    def inbound_backlog(self) -> int:
+        """Messages acknowledged to their publishers and not yet routed (each connection routes in order)."""
+        return sum(conn.session.delivered_message_queue.qsize() for conn in list(self._connections.values()))
 
     async def disconnect(self, client_id: str, timeout: float = 10.0) -> bool:
         """Close a live connection as a TCP drop would (its Will fires); False when there is none."""
@@ -315,9 +321,13 @@ class FleetBroker(RoutingBroker):
 
     async def _publish_will(self, session: Session) -> None:
         log.debug("publishing the Will of %s", session.client_id)
-        await self._broadcast_message(session, session.will_topic, session.will_message, session.will_qos)
+        if session.will_topic:
+            await self._route(session, session.will_topic, session.will_message or b"", session.will_qos)
         if session.will_retain:
             await self.retain_message(session, session.will_topic, session.will_message, session.will_qos)
+        if self._consumers and session.will_topic and session.will_message is not None:
+            await self._consume(session.will_topic, session.will_message, session.will_qos or 0,
+                                bool(session.will_retain))
 
     # ---- housekeeping ---------------------------------------------------------------------------
 
