@@ -8,11 +8,11 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from fleet_service.commands_state import FINAL, PENDING, TAKEN, transition
+from fleet_service.commands_writes import mark_sent, store_for_unit
 from fleet_service.db import once_more_on_disconnect
 from fleet_service.events import EventBus
 from fleet_service.ingest.link import BrokerUnavailable, MqttLink
@@ -118,15 +118,9 @@ class Dispatcher:
         return cmd
 
     def _store_new(self, cmd: Command) -> None:
-        """Store the command and its first event, in the transaction that checks the unit exists (LookupError)."""
-        def store() -> None:
-            with Session(self._engine, expire_on_commit=False) as s:
-                if s.exec(select(Device.id).where(Device.id == cmd.device_id)).first() is None:
-                    raise LookupError(cmd.device_id)
-                store_new(s, cmd)
-                s.commit()
-
-        once_more_on_disconnect(store)
+        """Store the command and its first event; the unit's existence is checked by the same write (LookupError)."""
+        if not once_more_on_disconnect(lambda: store_for_unit(self._engine, cmd)):
+            raise LookupError(cmd.device_id)
 
     async def send(self, cmd: Command) -> None:
         """Publish a stored command and mark it `sent`; without a broker it stays `queued` (sent again later)."""
@@ -150,19 +144,7 @@ class Dispatcher:
         await asyncio.gather(*(one(c) for c in commands))
 
     def _mark_sent(self, command_id: str, now: int) -> bool:
-        """queued -> sent as one compare-and-set, without reading the row first (False: the unit's own report, a
-        cancel or the sweeper got there first; their transition recorded it)."""
-        table, events = Command.__table__, CommandEvent.__table__
-
-        def mark() -> bool:
-            with self._engine.begin() as conn:
-                changed = conn.execute(update(table).where(table.c.id == command_id, table.c.status == "queued")
-                                       .values(status="sent", updated_at=now)).rowcount == 1
-                if changed:
-                    conn.execute(insert(events).values(command_id=command_id, status="sent", ts=now))
-                return changed
-
-        return once_more_on_disconnect(mark)
+        return once_more_on_disconnect(lambda: mark_sent(self._engine, command_id, now))
 
     def _load_pending(self, device_id: str, now: int) -> list[Command]:
         with Session(self._engine, expire_on_commit=False) as s:
