@@ -13,6 +13,7 @@ from fleet_service.commands import Dispatcher
 from fleet_service.config import BrokerTarget, ServiceSettings
 from fleet_service.events import EventBus
 from fleet_service.group_config import DesiredConfigs
+from fleet_service.ingest.embedded_link import EmbeddedLink
 from fleet_service.ingest.link import MqttLink
 from fleet_service.ingest.persister import Outcome
 from fleet_service.ingest.pipeline import Ingest
@@ -29,6 +30,7 @@ from fleet_service.websessions import SessionStore
 from protocol.topics import events_filter, events_origin, service_filters
 
 log = logging.getLogger(__name__)
+BrokerLink = MqttLink | EmbeddedLink  # the same interface: run(), connected, connections, on_connect, publish()
 
 
 @dataclass
@@ -38,7 +40,7 @@ class ServiceContext:
     registry: Registry
     bus: EventBus
     auth: Authenticator
-    link: MqttLink
+    link: BrokerLink
     ingest: Ingest
     dispatcher: Dispatcher
     broker: Any = None  # the embedded broker, when running in-process
@@ -71,9 +73,13 @@ class ServiceContext:
             else:
                 await ingest.handle(message)
 
-        filters = service_filters(group) + ([events_filter()] if broker is None else [])
-        client_id = f"_fleet-service-{settings.replica_id}"[:64]  # never a valid device id
-        link = MqttLink(BrokerTarget(settings.broker_url), client_id, filters, on_message, registry)
+        link: BrokerLink
+        if broker is not None:  # in-process: straight from the broker's consumer hook, no MQTT connection
+            link = EmbeddedLink(broker, service_filters(), ingest.accept, registry)
+        else:
+            client_id = f"_fleet-service-{settings.replica_id}"[:64]  # never a valid device id
+            link = MqttLink(BrokerTarget(settings.broker_url), client_id, service_filters(group) + [events_filter()],
+                            on_message, registry)
         dispatcher = Dispatcher(engine, link, bus)
         if broker is None:
             event_relay = EventRelay(bus, link.publish, registry, relay_name(settings.replica_id))
@@ -143,6 +149,8 @@ class ServiceContext:
 
     async def stop(self) -> None:
         await self.ingest.drain(timeout=5)
+        if isinstance(self.link, EmbeddedLink):
+            self.link.close()  # units held back for ingest must not hold up the broker's shutdown
         background = [*self.tasks, *self.dispatcher.background, *self.configs.background]
         for task in background:
             task.cancel()

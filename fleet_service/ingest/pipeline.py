@@ -35,14 +35,17 @@ class Ingest:
         registry.gauge_callback("fleet_ingest_queue_depth", self.queue.qsize)
 
     async def handle(self, message: aiomqtt.Message) -> None:
-        """Called by the broker link for every message; waits (back-pressure) when the queue is full."""
-        topic = message.topic.value
+        """Called by the MQTT broker link for every message; waits (back-pressure) when the queue is full."""
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
+        await self.accept(message.topic.value, payload, bool(message.retain))
+
+    async def accept(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """One message from a unit (any link); waits (back-pressure) when the queue is full."""
         if topic.endswith("/relay/up"):
             if self.relay_handler is not None:
                 await self.relay_handler(topic, payload)
             return
-        item = Inbound(topic, payload, now_ms(), bool(message.retain))
+        item = Inbound(topic, payload, now_ms(), retained)
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
