@@ -50,6 +50,10 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: Any = None) ->
         try:
             yield
         finally:
+            if ctx.broker is not None:
+                # Embedded: close MQTT first, so everything units were acknowledged (and their Wills) is
+                # still consumed and drained by ctx.stop() below.
+                await ctx.broker.stop()
             await ctx.stop()
 
     app = FastAPI(title="Fleet", version="0.1.0", lifespan=lifespan,

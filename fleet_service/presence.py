@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -14,6 +14,17 @@ from fleet_service.models import Device
 from protocol.ids import now_ms
 
 log = logging.getLogger(__name__)
+
+
+def mark_all_offline(engine: Engine, reason: str) -> int:
+    """A freshly started embedded broker has no connections yet: no unit can be online."""
+    with Session(engine) as s:
+        result = s.exec(
+            update(Device).where(Device.online == True)  # noqa: E712
+            .values(online=False, online_changed_at=now_ms(), offline_reason=reason)
+        )
+        s.commit()
+        return result.rowcount or 0
 
 
 def mark_silent_offline(engine: Engine, timeout_s: float) -> list[Device]:

@@ -20,6 +20,7 @@ from fleet_service.app import create_app
 from fleet_service.bootstrap import ensure_admin_token
 from fleet_service.config import ServiceSettings
 from fleet_service.db import make_engine, migrate
+from fleet_service.presence import mark_all_offline
 from protocol.ids import SERVICE_USERNAME
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ async def start(settings: ServiceSettings) -> Running:
     admin_token = await asyncio.to_thread(ensure_admin_token, engine, settings.admin_token)
     broker = None
     if settings.embedded:
+        await asyncio.to_thread(mark_all_offline, engine, "broker_restart")
         broker, url = await start_embedded_broker(settings)
         settings = settings.model_copy(update={"broker_url": url, "shared_subscriptions": False})
     app = create_app(settings, engine, broker)
