@@ -33,8 +33,8 @@ class ServiceSettings(BaseSettings):
     ingest_queue_max: int = 200_000
     presence_timeout_s: float = 100.0  # no heartbeat for this long -> offline (second line behind the Will)
     presence_check_interval_s: float = 5.0
-    log_retention_days: int = 30
-    metric_retention_days: int = 14
+    log_retention_days: int = 30  # 0 keeps logs forever
+    metric_retention_days: int = 14  # 0 keeps metric samples forever
     events_buffer: int = 10_000
     max_request_bytes: int = 1_048_576
 

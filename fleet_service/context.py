@@ -22,6 +22,7 @@ from fleet_service.presence import count_online, run_presence_sweeper
 from fleet_service.ratelimit import AuthLimits
 from fleet_service.relay import RelayHub
 from fleet_service.replica_events import EventRelay, relay_name
+from fleet_service.retention import run_retention
 from fleet_service.rollouts import RolloutEngine
 from fleet_service.security import Authenticator
 from fleet_service.telemetry import Registry, standard_registry
@@ -140,6 +141,10 @@ class ServiceContext:
                 name="presence-sweeper",
             ),
             asyncio.create_task(self.rollouts.run(), name="rollouts"),
+            asyncio.create_task(
+                run_retention(self.engine, self.registry, s.log_retention_days, s.metric_retention_days),
+                name="retention",
+            ),
             asyncio.create_task(self.configs.follow_devices(), name="config-follower"),
         ]
         if self.event_relay is not None:

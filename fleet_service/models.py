@@ -73,6 +73,7 @@ class LogRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("device_id", "rec_id", name="uq_log_device_rec"),
         Index("ix_log_device_ts", "device_id", "ts"),
+        Index("ix_log_ts", "ts"),  # retention
     )
 
     id: int | None = Field(default=None, sa_type=BIG_ID, primary_key=True)
@@ -87,7 +88,7 @@ class LogRecord(SQLModel, table=True):
 
 class MetricSample(SQLModel, table=True):
     __tablename__ = "metric_sample"
-    __table_args__ = (Index("ix_metric_device_ts", "device_id", "ts"),)
+    __table_args__ = (Index("ix_metric_device_ts", "device_id", "ts"), Index("ix_metric_ts", "ts"))
 
     id: int | None = Field(default=None, sa_type=BIG_ID, primary_key=True)
     device_id: str = Field(max_length=63)
