@@ -2,39 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
+from tests.support.agent_process import AgentProcesses
 from tests.support.services import wait_for
 
 
 @pytest.fixture
 def agent_proc(fleet, tmp_path):
-    procs: list[subprocess.Popen] = []
+    agents = AgentProcesses(tmp_path)
 
-    def start(device_id: str, secret: str, *extra: str) -> subprocess.Popen:
-        (tmp_path / f"{device_id}.secret").write_text(secret)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-        cmd = [sys.executable, "-m", "fleet_cli.main", "agent",
-               "--broker-url", f"mqtt://127.0.0.1:{fleet.mqtt_port}", "--device-id", device_id,
-               "--secret-file", str(tmp_path / f"{device_id}.secret"), "--state-dir", str(tmp_path / device_id),
-               "--keepalive", "2", "--heartbeat-interval", "1", "--metrics-interval", "1",
-               "--software-version", "5.1.0", *extra]
-        with (tmp_path / f"{device_id}.log").open("ab") as log:
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
-        procs.append(proc)
-        return proc
+    def start(device_id: str, secret: str, *extra: str):
+        return agents.start(fleet.mqtt_port, device_id, secret, "--keepalive", "2", "--heartbeat-interval", "1",
+                            "--metrics-interval", "1", "--software-version", "5.1.0", *extra)
 
     yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    agents.stop_all()
 
 
 def test_agent_reports_takes_a_command_and_goes_offline(fleet, agent_proc, tmp_path):

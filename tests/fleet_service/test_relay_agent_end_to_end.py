@@ -8,10 +8,7 @@ reported to the recorder as a 503 with the reason.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +17,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from tests.support.agent_process import PYTHON_M_AGENT, AgentProcesses
 from tests.support.services import free_port, require, wait_for, wait_port
 from tests.support.stack import ADMIN_TOKEN, StackThread, settings_for
 from tests.turn_service.coturn import Coturn
@@ -35,31 +33,15 @@ def _no_turn_from_the_environment(monkeypatch):
 
 @pytest.fixture
 def agent_proc(tmp_path):
-    """Start `python -m agent` (as the installed unit runs it); killed at teardown if still running."""
-    procs: list[subprocess.Popen] = []
+    """Start `python -m agent` (as the installed unit runs it); stopped at teardown if still running."""
+    agents = AgentProcesses(tmp_path)
 
-    def start(mqtt_port: int, device_id: str, secret: str, *extra: str) -> subprocess.Popen:
-        secret_file = tmp_path / f"{device_id}.secret"
-        secret_file.write_text(secret)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-        cmd = [sys.executable, "-m", "agent", "--broker-url", f"mqtt://127.0.0.1:{mqtt_port}",
-               "--device-id", device_id, "--secret-file", str(secret_file),
-               "--state-dir", str(tmp_path / f"state-{device_id}"), "--keepalive", "5",
-               "--heartbeat-interval", "1", "--metrics-interval", "5", *extra]
-        with (tmp_path / f"{device_id}.log").open("ab") as log:
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
-        procs.append(proc)
-        return proc
+    def start(mqtt_port: int, device_id: str, secret: str, *extra: str):
+        return agents.start(mqtt_port, device_id, secret, "--keepalive", "5", "--heartbeat-interval", "1",
+                            "--metrics-interval", "5", *extra, entry=PYTHON_M_AGENT)
 
     yield start
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    agents.stop_all()
 
 
 def _controller(stack: StackThread, device_id: str):
