@@ -16,7 +16,7 @@ from fleet_service.commands_writes import mark_sent, store_for_unit
 from fleet_service.db import once_more_on_disconnect
 from fleet_service.events import EventBus
 from fleet_service.ingest.link import BrokerUnavailable, MqttLink
-from fleet_service.models import Command, CommandEvent, Device, command_public
+from fleet_service.models import Command, CommandEvent, command_public
 from protocol.ids import new_id, now_ms
 from protocol.payloads import COMMAND_NAMES, encode
 from protocol.payloads import Command as CommandMessage
@@ -235,9 +235,4 @@ class Dispatcher:
             await asyncio.sleep(interval_s)
 
 
-def device_exists(engine: Engine, device_id: str) -> bool:
-    with Session(engine) as s:
-        return s.get(Device, device_id) is not None
-
-
-__all__ = ["CommandError", "Dispatcher", "FINAL", "build", "check_limits", "store_new", "validate", "device_exists"]
+__all__ = ["CommandError", "Dispatcher", "FINAL", "build", "check_limits", "store_new", "validate"]

@@ -217,17 +217,6 @@ class DeviceConfig(SQLModel, table=True):
 # --- public shapes -------------------------------------------------------------------------------------------
 
 
-class DeviceCreate(SQLModel):
-    id: str
-    name: str | None = None
-    tags: list[str] = Field(default_factory=list)
-
-
-class DeviceUpdate(SQLModel):
-    name: str | None = None
-    tags: list[str] | None = None
-
-
 def device_public(d: Device) -> dict[str, Any]:
     return {
         "id": d.id,
