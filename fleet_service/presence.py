@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from sqlalchemy import func, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 from sqlmodel import Session, select
 
 from fleet_service.events import EventBus
@@ -27,18 +27,27 @@ def mark_all_offline(engine: Engine, reason: str) -> int:
         return result.rowcount or 0
 
 
-def mark_silent_offline(engine: Engine, timeout_s: float) -> list[Device]:
+def mark_silent_offline(engine: Engine, timeout_s: float) -> list[Row]:
+    """Mark units silent past the timeout offline; returns (id, last_seen, software_version) of those changed.
+
+    Each update re-checks its condition, so a heartbeat committed meanwhile wins, and of several replicas
+    sweeping at once only one changes (and announces) a unit.
+    """
     now = now_ms()
     cutoff = now - int(timeout_s * 1000)
-    with Session(engine, expire_on_commit=False) as s:
-        stale = s.exec(select(Device).where(Device.online == True, Device.last_seen < cutoff)).all()  # noqa: E712
-        for d in stale:
-            d.online = False
-            d.online_changed_at = now
-            d.offline_reason = "timeout"
-            s.add(d)
-        s.commit()
-        return list(stale)
+    silent = (Device.online == True, Device.last_seen < cutoff)  # noqa: E712
+    with engine.connect() as conn:
+        stale = conn.execute(
+            select(Device.id, Device.last_seen, Device.software_version).where(*silent)
+        ).all()
+    changed: list[Row] = []
+    with engine.begin() as conn:
+        for row in stale:
+            result = conn.execute(update(Device).where(Device.id == row.id, *silent)
+                                  .values(online=False, online_changed_at=now, offline_reason="timeout"))
+            if result.rowcount == 1:
+                changed.append(row)
+    return changed
 
 
 def count_online(engine: Engine) -> int:
