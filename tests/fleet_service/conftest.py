@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from fleet_service.db import make_engine, migrate
 from tests.support.managed_mosquitto import ManagedMosquitto, accepts, settings_overrides, start_managed_mosquitto
 from tests.support.services import wait_for
 from tests.support.stack import StackThread, settings_for
@@ -54,3 +55,14 @@ def fleet(request, tmp_path, mosquitto_factory):
         port = stack.mqtt_port if managed is None else managed.unit_port
         with stack.client() as api:
             yield Fleet(stack, api, port, managed)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request, tmp_path):
+    """A migrated database engine, on SQLite and on a fresh PostgreSQL database."""
+    url = f"sqlite:///{tmp_path / 'fleet.db'}" if request.param == "sqlite" else request.getfixturevalue(
+        "postgres_url")
+    engine = make_engine(url)
+    migrate(engine)
+    yield engine
+    engine.dispose()

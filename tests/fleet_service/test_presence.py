@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import update
 
-from fleet_service.db import make_engine, migrate
 from fleet_service.enrollment import enroll
 from fleet_service.models import Device
 from fleet_service.presence import mark_silent_offline
 from protocol.ids import now_ms
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'fleet.db'}" if request.param == "sqlite" else request.getfixturevalue(
-        "postgres_url")
-    engine = make_engine(url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def _set(engine, device_id: str, **values) -> None:

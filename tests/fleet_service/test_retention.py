@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
-from fleet_service.db import make_engine, migrate
 from fleet_service.enrollment import enroll
 from fleet_service.models import LogRecord, MetricSample
 from fleet_service.retention import DAY_MS, prune
 from protocol.ids import now_ms
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'fleet.db'}" if request.param == "sqlite" else request.getfixturevalue(
-        "postgres_url")
-    engine = make_engine(url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_prune_removes_only_what_is_past_retention(engine):
