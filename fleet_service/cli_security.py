@@ -172,19 +172,12 @@ def _user_delete(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from fleet_service.models import ApiToken
+    from fleet_service.security import revoke_token
 
     engine = _engine(args)
-    with Session(engine) as s:
-        row = s.get(ApiToken, args.id)
-        if row is None:
-            print(f"fleet token revoke: no token with id {args.id!r}", file=sys.stderr)
-            return 1
-        row.revoked = True
-        s.add(row)
-        s.commit()
+    if not revoke_token(engine, args.id):
+        print(f"fleet token revoke: no token with id {args.id!r}", file=sys.stderr)
+        return 1
     _audit(engine, "fleet token revoke", args.id)
     print(f"token {args.id} revoked")
     return 0

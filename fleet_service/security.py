@@ -54,6 +54,18 @@ def create_token(engine: Engine, role: str, name: str = "") -> tuple[ApiToken, s
     return row, plain
 
 
+def revoke_token(engine: Engine, token_id: str) -> bool:
+    """Mark an API token revoked; False when no token has that id."""
+    with Session(engine) as s:
+        row = s.get(ApiToken, token_id)
+        if row is None:
+            return False
+        row.revoked = True
+        s.add(row)
+        s.commit()
+    return True
+
+
 class Authenticator:
     """Checks credentials; unit secrets use a slow hash, so verified pairs are cached briefly."""
 

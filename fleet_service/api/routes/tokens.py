@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from fleet_service.api.deps import Admin, Ctx
 from fleet_service.models import ApiToken, iso
-from fleet_service.security import create_token
+from fleet_service.security import create_token, revoke_token
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens"])
 
@@ -39,12 +39,7 @@ def list_tokens(ctx: Ctx, _: Admin) -> dict[str, Any]:
 
 
 @router.delete("/{token_id}", status_code=204)
-def revoke_token(token_id: str, ctx: Ctx, _: Admin) -> Response:
-    with Session(ctx.engine) as s:
-        row = s.get(ApiToken, token_id)
-        if row is None:
-            raise HTTPException(404, f"no token with id {token_id!r}")
-        row.revoked = True
-        s.add(row)
-        s.commit()
+def revoke(token_id: str, ctx: Ctx, _: Admin) -> Response:
+    if not revoke_token(ctx.engine, token_id):
+        raise HTTPException(404, f"no token with id {token_id!r}")
     return Response(status_code=204)
