@@ -156,6 +156,22 @@ class Proc:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def start_fleet(embedded: bool, tmp: Path, url: str, http_port: int, unit_secret: str, ids: list[str],
+                mosquitto_extra: str = "", env: dict[str, str] | None = None) -> tuple[Proc, Mosquitto | None, int]:
+    """`fleet up` (embedded) or Mosquitto + `fleet service`; returns the service, Mosquitto (or None), MQTT port."""
+    if embedded:
+        mqtt_port = free_port()
+        service = Proc("service", ["up", "--data-dir", str(tmp), "--database-url", url, "--http-port",
+                                   str(http_port), "--mqtt-port", str(mqtt_port), "--admin-token", ADMIN_TOKEN],
+                       tmp, env=env)
+        return service, None, mqtt_port
+    mosquitto = start_mosquitto(tmp, unit_secret, ids, mosquitto_extra)
+    service = Proc("service", ["service", "--broker-url", service_url(mosquitto.port), "--database-url", url,
+                               "--http-port", str(http_port), "--admin-token", ADMIN_TOKEN, "--replica-id", "bench"],
+                   tmp)
+    return service, mosquitto, mosquitto.port
+
+
 def wait_http(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

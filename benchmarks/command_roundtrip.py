@@ -44,8 +44,7 @@ from bench_support import (  # noqa: E402
     free_port,
     insert_units,
     percentile,
-    service_url,
-    start_mosquitto,
+    start_fleet,
     summary_ms,
     wait_http,
     workdir,
@@ -194,18 +193,10 @@ def main() -> int:
     with workdir("fleet-cmd-rtt-") as tmp, database(db_kind, tmp) as url:
         secret = insert_units(url, ids)
         write_secrets_cache(tmp / "units.json", database_target(make_engine(url)), ids, secret)
-        http_port, mosquitto = free_port(), None
-        if embedded:
-            mqtt_port = free_port()
-            service = Proc("service", ["up", "--data-dir", str(tmp), "--database-url", url, "--http-port",
-                                       str(http_port), "--mqtt-port", str(mqtt_port), "--admin-token", ADMIN_TOKEN],
-                           tmp, env={"FLEET_SERVICE_SECRET": SERVICE_SECRET})
-        else:
-            mosquitto = start_mosquitto(tmp, secret, ids, "set_tcp_nodelay true\n")
-            mqtt_port = mosquitto.port
-            service = Proc("service", ["service", "--broker-url", service_url(mqtt_port), "--database-url", url,
-                                       "--http-port", str(http_port), "--admin-token", ADMIN_TOKEN,
-                                       "--replica-id", "bench"], tmp)
+        http_port = free_port()
+        service, mosquitto, mqtt_port = start_fleet(embedded, tmp, url, http_port, secret, ids,
+                                                    "set_tcp_nodelay true\n",
+                                                    env={"FLEET_SERVICE_SECRET": SERVICE_SECRET})
         sim = None
         try:
             base = f"http://127.0.0.1:{http_port}"

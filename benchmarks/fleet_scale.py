@@ -39,8 +39,7 @@ from bench_support import (  # noqa: E402
     insert_units,
     percentile,
     scrape,
-    service_url,
-    start_mosquitto,
+    start_fleet,
     summary_ms,
     wait_http,
     workdir,
@@ -126,18 +125,9 @@ def main() -> int:
         print(f"fleet_scale: {units} units in {args.mode} mode on {db_kind}; inserted in "
               f"{time.monotonic() - t0:.1f}s (one shared secret hashed once, benchmark only)", flush=True)
 
-        http_port, mosquitto = free_port(), None
-        if embedded:
-            mqtt_port = free_port()
-            service = Proc("service", ["up", "--data-dir", str(tmp), "--database-url", url, "--http-port",
-                                       str(http_port), "--mqtt-port", str(mqtt_port), "--admin-token", ADMIN_TOKEN],
-                           tmp)
-        else:
-            mosquitto = start_mosquitto(tmp, secret, ids, "max_queued_messages 100000\n")
-            mqtt_port = mosquitto.port
-            service = Proc("service", ["service", "--broker-url", service_url(mqtt_port), "--database-url", url,
-                                       "--http-port", str(http_port), "--admin-token", ADMIN_TOKEN,
-                                       "--replica-id", "bench"], tmp)
+        http_port = free_port()
+        service, mosquitto, mqtt_port = start_fleet(embedded, tmp, url, http_port, secret, ids,
+                                                    "max_queued_messages 100000\n")
         sim = None
         lag = None
         try:
