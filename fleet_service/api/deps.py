@@ -6,11 +6,12 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from pydantic import AfterValidator
 from sqlmodel import Session
 from starlette.requests import HTTPConnection
@@ -22,6 +23,13 @@ from protocol import ProtocolError
 from protocol.ids import check_device_id, is_device_id
 
 log = logging.getLogger(__name__)
+
+MAX_OFFSET = 10**9
+MAX_TS_MS = 10**14  # the protocol's bound on timestamps (protocol.payloads.Ts): year 5138
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also says yes to "³", which int() refuses
+
+# Paging: past 10**9 rows there is nothing to show, and a bigger number overflows the database's integer.
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 
 
 def _device_id(value: str) -> str:
@@ -119,15 +127,19 @@ def load_device(ctx: ServiceContext, device_id: str) -> Device:
 
 
 def parse_time(value: str | None, name: str) -> int | None:
-    """Accept integer milliseconds since the epoch or an ISO 8601 time; 422 otherwise."""
+    """Integer milliseconds since the epoch or an ISO 8601 time with a zone, 0 <= ms < 10**14; 422 otherwise."""
     if value is None or value == "":
         return None
-    if value.lstrip("-").isdigit():
-        return int(value)
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise HTTPException(422, f"{name} must be milliseconds since the epoch or an ISO 8601 time") from None
-    if dt.tzinfo is None:
-        raise HTTPException(422, f"{name} needs a time zone (e.g. a trailing Z)")
-    return int(dt.timestamp() * 1000)
+    if _DIGITS.fullmatch(value):
+        ms = int(value) if len(value) <= 15 else MAX_TS_MS  # no int() of a thousand digits
+    else:
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise HTTPException(422, f"{name} must be milliseconds since the epoch or an ISO 8601 time") from None
+        if dt.tzinfo is None:
+            raise HTTPException(422, f"{name} needs a time zone (e.g. a trailing Z)")
+        ms = int(dt.timestamp() * 1000)
+    if not 0 <= ms < MAX_TS_MS:
+        raise HTTPException(422, f"{name} must lie between 1970 and the year 5138 (0 to {MAX_TS_MS - 1} ms)")
+    return ms

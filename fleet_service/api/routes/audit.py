@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlmodel import Session, col, func, select
 
-from fleet_service.api.deps import Admin, Ctx, parse_time
+from fleet_service.api.deps import Admin, Ctx, Offset, parse_time
 from fleet_service.models import AuditEntry, audit_public
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
@@ -28,7 +28,7 @@ def list_audit(
     since: str | None = None,
     until: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     query = select(AuditEntry)
     if actor:

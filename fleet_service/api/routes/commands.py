@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
-from fleet_service.api.deps import Ctx, Operator, Viewer, load_device
-from fleet_service.commands import CommandError
+from fleet_service.api.deps import Ctx, Offset, Operator, Viewer, load_device
+from fleet_service.commands import MAX_TIMEOUT_S, MAX_TTL_S, CommandError
 from fleet_service.commands_state import STATES
 from fleet_service.models import Command, CommandEvent, command_public, iso
 from fleet_service.security import Identity
@@ -20,19 +20,19 @@ router = APIRouter(tags=["commands"])
 class CommandRequest(BaseModel):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
-    ttl_s: int | None = Field(default=None, ge=1)
-    timeout_s: int | None = Field(default=None, ge=1, le=24 * 3600)
+    ttl_s: int | None = Field(default=None, ge=1, le=MAX_TTL_S)
+    timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
 
 
 class UpdateRequest(BaseModel):
     ref: str = Field(min_length=1, max_length=200)
-    ttl_s: int | None = Field(default=None, ge=1)
-    timeout_s: int | None = Field(default=None, ge=1, le=24 * 3600)
+    ttl_s: int | None = Field(default=None, ge=1, le=MAX_TTL_S)
+    timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
 
 
 class SimpleRequest(BaseModel):
-    ttl_s: int | None = Field(default=None, ge=1)
-    timeout_s: int | None = Field(default=None, ge=1, le=24 * 3600)
+    ttl_s: int | None = Field(default=None, ge=1, le=MAX_TTL_S)
+    timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
 
 
 class RestartRequest(SimpleRequest):
@@ -80,7 +80,7 @@ def list_commands(
     _: Viewer,
     status: Annotated[str | None, Query(pattern=f"^({'|'.join(STATES)})$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     load_device(ctx, device_id)
     query = select(Command).where(Command.device_id == device_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Response
@@ -12,6 +13,7 @@ from fleet_service.config_schema import ConfigInvalid, describe
 from fleet_service.group_config import VersionConflict
 
 router = APIRouter(tags=["config"])
+VERSION_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits, and a version the database's integer column holds
 
 
 def parse_if_match(value: str | None) -> int | None:
@@ -19,7 +21,7 @@ def parse_if_match(value: str | None) -> int | None:
     if value is None or value.strip() == "*":
         return None
     text = value.strip().removeprefix("W/").strip().strip('"')
-    if not text.isdigit():
+    if not VERSION_RE.fullmatch(text):
         raise HTTPException(422, f"If-Match must be the desired version number, e.g. \"3\"; got {value!r}")
     return int(text)
 

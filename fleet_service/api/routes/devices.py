@@ -12,7 +12,7 @@ from sqlalchemy import String, and_, case, cast, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from fleet_service.api.deps import Admin, Ctx, DeviceIdField, Operator, Viewer, load_device
+from fleet_service.api.deps import Admin, Ctx, DeviceIdField, Offset, Operator, Viewer, load_device
 from fleet_service.enrollment import enroll, revoke, rotate_secret
 from fleet_service.models import Device, device_public, device_status
 
@@ -64,7 +64,7 @@ def list_devices(
     q: Annotated[str | None, Query(max_length=100)] = None,
     sort: Annotated[str, Query(pattern="^-?(id|name|last_seen|status|software_version)$")] = "id",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     conditions = []
     if status == "failing":

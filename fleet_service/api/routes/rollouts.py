@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import String, cast
 from sqlmodel import Session, col, select
 
-from fleet_service.api.deps import Ctx, Operator, Viewer
+from fleet_service.api.deps import Ctx, Offset, Operator, Viewer
 from fleet_service.api.routes.devices import TAG_RE
 from fleet_service.commands import MAX_TIMEOUT_S, MAX_TTL_S, CommandError, check_limits, validate
 from fleet_service.models import Device
@@ -92,7 +92,7 @@ async def list_rollouts(
     _: Viewer,
     state: Annotated[str | None, Query(pattern=f"^({'|'.join(STATES)})$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     return await asyncio.to_thread(ctx.rollouts.page, state, limit, offset)
 
@@ -103,7 +103,7 @@ async def get_rollout(
     ctx: Ctx,
     _: Viewer,
     limit: Annotated[int, Query(ge=1, le=MAX_UNITS, description="units shown")] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     view = await asyncio.to_thread(ctx.rollouts.view, rollout_id, True, limit, offset)
     if view is None:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import func, or_
 from sqlmodel import Session, and_, col, select
 
-from fleet_service.api.deps import Ctx, Viewer, load_device, parse_time
+from fleet_service.api.deps import MAX_TS_MS, Ctx, Viewer, load_device, parse_time
 from fleet_service.models import LEVEL_NUMBERS, LogRecord, MetricSample, iso, log_public
 from protocol.ids import now_ms
 
 router = APIRouter(prefix="/api/devices", tags=["telemetry"])
 SERIES = ("cpu_percent", "mem_percent", "mem_used_bytes", "disk_percent", "disk_free_bytes", "load1", "temp_c",
           "net_rx_bytes", "net_tx_bytes")
+CURSOR_RE = re.compile(r"([0-9]{1,15}):([0-9]{1,19})")  # "ts:id" of the last line shown
+
+
+def parse_cursor(cursor: str) -> tuple[int, int]:
+    """The (ts, id) a next page starts below; 422 for anything a previous page did not hand out."""
+    match = CURSOR_RE.fullmatch(cursor)
+    if match is None or int(match[1]) >= MAX_TS_MS or int(match[2]) >= 2**63:
+        raise HTTPException(422, "cursor must be the next_cursor value of a previous page")
+    return int(match[1]), int(match[2])
 
 
 @router.get("/{device_id}/logs")
@@ -46,11 +56,7 @@ def get_logs(
         pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(func.lower(LogRecord.msg).like(pattern, escape="\\"))
     if cursor:
-        try:
-            ts_s, id_s = cursor.split(":")
-            c_ts, c_id = int(ts_s), int(id_s)
-        except ValueError:
-            raise HTTPException(422, "cursor must be the next_cursor value of a previous page") from None
+        c_ts, c_id = parse_cursor(cursor)
         query = query.where(or_(LogRecord.ts < c_ts, and_(LogRecord.ts == c_ts, col(LogRecord.id) < c_id)))
     query = query.order_by(col(LogRecord.ts).desc(), col(LogRecord.id).desc()).limit(limit + 1)
     with Session(ctx.engine) as s:

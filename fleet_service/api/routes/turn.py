@@ -12,6 +12,7 @@ from fleet_service.api.deps import CallerAny, Ctx
 from turn_service import TurnRateLimitError, TurnUpstreamError
 
 router = APIRouter(tags=["turn"])
+MAX_TTL_QUERY = 2**31 - 1  # clamped to the provider's maximum anyway; this only keeps the number sane
 
 
 async def _issue(ctx, who, ttl: int | None):
@@ -27,14 +28,16 @@ async def _issue(ctx, who, ttl: int | None):
 
 
 @router.get("/api/turn-credentials")
-async def turn_credentials(ctx: Ctx, who: CallerAny,
-                           ttl: Annotated[int | None, Query(ge=1, description="seconds; clamped")] = None) -> Any:
+async def turn_credentials(
+    ctx: Ctx, who: CallerAny,
+    ttl: Annotated[int | None, Query(ge=1, le=MAX_TTL_QUERY, description="seconds; clamped")] = None,
+) -> Any:
     creds = await _issue(ctx, who, ttl)
     return JSONResponse(creds.to_api(), headers={"Cache-Control": "no-store"})
 
 
 @router.get("/turn-credentials")
 async def turn_credentials_legacy(ctx: Ctx, who: CallerAny,
-                                  ttl: Annotated[int | None, Query(ge=1)] = None) -> Any:
+                                  ttl: Annotated[int | None, Query(ge=1, le=MAX_TTL_QUERY)] = None) -> Any:
     creds = await _issue(ctx, who, ttl)
     return JSONResponse(creds.to_legacy(), headers={"Cache-Control": "no-store"})
