@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -66,30 +66,32 @@ def get_user(engine: Engine, username: str) -> User | None:
 
 
 def set_password(engine: Engine, username: str, password: str) -> bool:
-    """Change a password and end every session of that user; False when there is no such user."""
+    """Change a password and end every session of that user; False when there is no such user (or no longer is)."""
     check_new_password(password)
+    password_hash = hash_secret(password)  # the slow hash outside the transaction
     with Session(engine) as s:
-        user = s.exec(select(User).where(User.username == username)).first()
-        if user is None:
+        user_id = s.exec(select(User.id).where(User.username == username)).first()
+        if user_id is None or not _changed(s, user_id, password_hash=password_hash, password_changed_at=now_ms()):
             return False
-        user.password_hash = hash_secret(password)
-        user.password_changed_at = now_ms()
-        s.add(user)
-        s.exec(delete(WebSession).where(WebSession.user_id == user.id))
+        s.exec(delete(WebSession).where(WebSession.user_id == user_id))
         s.commit()
     return True
 
 
 def set_role(engine: Engine, username: str, role: str) -> bool:
+    """False when there is no such user (or no longer is)."""
     _check_role(role)
     with Session(engine) as s:
-        user = s.exec(select(User).where(User.username == username)).first()
-        if user is None:
+        user_id = s.exec(select(User.id).where(User.username == username)).first()
+        if user_id is None or not _changed(s, user_id, role=role):
             return False
-        user.role = role
-        s.add(user)
         s.commit()
     return True
+
+
+def _changed(s: Session, user_id: str, **values: object) -> bool:
+    """One UPDATE by id: a user deleted since it was read matches no row (False), instead of a stale ORM flush."""
+    return s.exec(update(User).where(User.id == user_id).values(**values)).rowcount == 1
 
 
 def delete_user(engine: Engine, username: str) -> bool:

@@ -48,13 +48,15 @@ async def create_user(body: UserCreate, request: Request, ctx: Ctx, _: Admin) ->
 @router.patch("/{username}")
 async def update_user(username: str, body: UserUpdate, ctx: Ctx, _: Admin) -> dict[str, Any]:
     """Change the role and/or password; a new password ends the user's sessions."""
-    if await asyncio.to_thread(get_user, ctx.engine, username) is None:
-        raise HTTPException(404, f"no user named {username!r}")
+    found = True  # each step says whether the user (still) exists: a concurrent DELETE makes this a 404
     if body.role is not None:
-        await asyncio.to_thread(set_role, ctx.engine, username, body.role)
-    if body.password is not None:
-        await asyncio.to_thread(set_password, ctx.engine, username, body.password)
-    return user_public(await asyncio.to_thread(get_user, ctx.engine, username))
+        found = await asyncio.to_thread(set_role, ctx.engine, username, body.role)
+    if found and body.password is not None:
+        found = await asyncio.to_thread(set_password, ctx.engine, username, body.password)
+    user = await asyncio.to_thread(get_user, ctx.engine, username) if found else None
+    if user is None:
+        raise HTTPException(404, f"no user named {username!r}")
+    return user_public(user)
 
 
 @router.delete("/{username}", status_code=204)
