@@ -1,4 +1,10 @@
-"""Counting failed authentications per key (source IP, username) over a sliding window.
+"""Counting failed authentications per key (source IP; source IP and username) over a sliding window.
+
+Only failures count, and only failures are refused: a credential is always checked, a valid one is let in, and
+a wrong one from a key past its budget answers 429 instead of 401. So a unit or an operator behind the same
+address (a venue's NAT, an office) is never locked out by someone else's wrong guesses. The exception is the
+login lock-out per address and username, which holds even the right password back: that is what stops
+guessing one account's password.
 
 In-memory and per replica: with N replicas an attacker gets at most N times the budget, which is still
 far too small to guess a 256-bit unit secret or API token, and slows password guessing to a crawl.
@@ -38,25 +44,33 @@ class FailureLimiter:
             return None
         return times
 
+    def _wait(self, times: deque[float] | None, now: float) -> float:
+        if times is None or len(times) < self.limit:
+            return 0.0
+        return max(0.001, times[-self.limit] + self.window_s - now)
+
     def blocked(self, key: str) -> float:
         """Seconds until `key` may try again; 0 when it may try now."""
         with self._lock:
             now = self._clock()
-            times = self._recent(key, now)
-            if times is None or len(times) < self.limit:
-                return 0.0
-            return max(0.001, times[-self.limit] + self.window_s - now)
+            return self._wait(self._recent(key, now), now)
 
     def fail(self, key: str) -> None:
+        self.failed(key)
+
+    def failed(self, key: str) -> float:
+        """Count a failure of `key`. 0 when it was within its budget (a 401); else how long it must now wait."""
         with self._lock:
             now = self._clock()
             times = self._recent(key, now)
+            over = self._wait(times, now) > 0
             if times is None:
                 times = self._failures[key] = deque(maxlen=self.limit)
                 if len(self._failures) > self._max_keys:
                     self._failures.popitem(last=False)  # forget the oldest key rather than grow without bound
             self._failures.move_to_end(key)
             times.append(now)
+            return self._wait(times, now) if over else 0.0
 
     def reset(self, key: str) -> None:
         with self._lock:
@@ -68,8 +82,13 @@ class FailureLimiter:
 
 
 class AuthLimits:
-    """The service's two budgets: failed logins per username, and failed credentials of any kind per source."""
+    """The service's two budgets: failed logins per source and username, and failed credentials of any kind per
+    source. Not per username alone: then anyone could lock any account out from anywhere."""
 
     def __init__(self, per_user: int, per_source: int, window_s: float) -> None:
-        self.per_user = FailureLimiter(per_user, window_s)
+        self.per_login = FailureLimiter(per_user, window_s)
         self.per_source = FailureLimiter(per_source, window_s)
+
+    @staticmethod
+    def login_key(source: str, username: str) -> str:
+        return f"{source} {username.lower()}"

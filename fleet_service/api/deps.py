@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection
 
 from fleet_service.context import ServiceContext
 from fleet_service.models import Device
+from fleet_service.ratelimit import FailureLimiter
 from fleet_service.security import Identity, role_allows
 from protocol import ProtocolError
 from protocol.ids import check_device_id, is_device_id
@@ -57,24 +58,22 @@ def source_ip(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client else ""
 
 
+def throttled(message: str, wait: float) -> HTTPException:
+    """429 for a caller past its budget of failed credentials, with the seconds until it may fail again."""
+    return HTTPException(429, message, headers={"Retry-After": FailureLimiter.retry_after(wait)})
+
+
 async def authenticate(conn: HTTPConnection, ctx: ServiceContext) -> Identity | None:
     """Bearer token (operators), Basic device credentials (units), or the dashboard session cookie.
 
-    Failed bearer/Basic credentials count against the caller's source address; past the budget an HTTP
-    request gets 429 (a WebSocket is simply refused) before any secret is checked.
+    Every bearer/Basic credential is checked, and a valid one is let in whatever else came from its address. A
+    wrong one counts against the caller's source address; past the budget an HTTP request gets 429 instead of
+    401 (a WebSocket is simply refused).
     """
     header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
     if scheme in ("bearer", "basic") and value:
-        ip = source_ip(conn)
-        limiter = ctx.limits.per_source if ctx.limits is not None else None
-        wait = limiter.blocked(ip) if limiter is not None else 0.0
-        if wait:
-            if conn.scope["type"] != "http":
-                return None
-            raise HTTPException(429, "too many failed authentications from this address; try again later",
-                                headers={"Retry-After": limiter.retry_after(wait)})
         if scheme == "bearer":
             identity = await asyncio.to_thread(ctx.auth.bearer, value.strip())
             who = "an API token"
@@ -85,9 +84,13 @@ async def authenticate(conn: HTTPConnection, ctx: ServiceContext) -> Identity | 
                 user, secret = "", ""
             identity = await asyncio.to_thread(ctx.auth.device, user, secret) if user else None
             who = f"unit {user}" if is_device_id(user) else "a malformed unit id"
-        if identity is None and limiter is not None:
-            limiter.fail(ip)
-            log.warning("failed authentication of %s from %s", who, ip)
+        if identity is None and ctx.limits is not None:
+            ip = source_ip(conn)
+            wait = ctx.limits.per_source.failed(ip)
+            if not wait:  # past the budget the caller is told so; the log is not flooded with its guesses
+                log.warning("failed authentication of %s from %s", who, ip)
+            elif conn.scope["type"] == "http":
+                raise throttled("too many failed authentications from this address; try again later", wait)
         return identity
     session_auth = getattr(conn.app.state, "session_auth", None)
     if session_auth is not None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from fleet_service.api.deps import Ctx, source_ip
+from fleet_service.api.deps import Ctx, source_ip, throttled
 from fleet_service.security import Identity
 from fleet_service.users import check_password, get_user
 from fleet_service.websessions import COOKIE_NAME, clear_session_cookie, csrf_for, set_session_cookie
@@ -31,21 +31,21 @@ def _is_https(request: Request) -> bool:
 async def login(body: LoginRequest, request: Request, ctx: Ctx) -> JSONResponse:
     """Check a username and password; 200 sets the `fleet_session` cookie and returns the CSRF token."""
     ip = source_ip(request)
-    user_key = body.username.lower()
-    wait = max(ctx.limits.per_source.blocked(ip), ctx.limits.per_user.blocked(user_key))
-    if wait:
-        raise HTTPException(429, "too many failed logins; try again later",
-                            headers={"Retry-After": ctx.limits.per_source.retry_after(wait)})
+    login_key = ctx.limits.login_key(ip, body.username)
+    wait = ctx.limits.per_login.blocked(login_key)
+    if wait:  # the lock-out of this account from this address: even the right password waits
+        raise throttled("too many failed logins for this user; try again later", wait)
     user = await asyncio.to_thread(check_password, ctx.engine, body.username, body.password)
     if user is None:
-        ctx.limits.per_user.fail(user_key)
-        ctx.limits.per_source.fail(ip)
+        wait = max(ctx.limits.per_login.failed(login_key), ctx.limits.per_source.failed(ip))
         # Name the account only when it exists: a password typed into the username field stays out of logs.
         known = await asyncio.to_thread(get_user, ctx.engine, body.username) is not None
         request.state.audit_target = body.username if known else ""
+        if wait:
+            raise throttled("too many failed logins; try again later", wait)
         log.warning("failed login for %s from %s", body.username if known else "an unknown user", ip)
         raise HTTPException(401, "wrong username or password")
-    ctx.limits.per_user.reset(user_key)
+    ctx.limits.per_login.reset(login_key)
     token = await asyncio.to_thread(ctx.sessions.create, user, ip, request.headers.get("user-agent", ""))
     request.state.identity = Identity("user", user.username, user.role)
     request.state.audit_target = user.username

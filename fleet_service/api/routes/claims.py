@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from fleet_service.api.deps import Admin, Ctx, DeviceIdField, source_ip
+from fleet_service.api.deps import Admin, Ctx, DeviceIdField, source_ip, throttled
 from fleet_service.api.routes.devices import _check_tags
 from fleet_service.claims import DEFAULT_TTL_S, MAX_TTL_S, ClaimRefused, create_claim_token, redeem
 from fleet_service.models import ClaimToken, claim_token_public, device_public
@@ -41,14 +41,12 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx) -> dict[str, Any
     """A unit enrolls itself with a one-time claim token -> 201 with its secret (shown this once)."""
     ip = source_ip(request)
     request.state.audit_target = body.id
-    wait = ctx.limits.per_source.blocked(ip)
-    if wait:
-        raise HTTPException(429, "too many failed claims from this address; try again later",
-                            headers={"Retry-After": ctx.limits.per_source.retry_after(wait)})
     try:
         device, secret, claim_id = await asyncio.to_thread(redeem, ctx.engine, body.token, body.id, body.name or "")
     except ClaimRefused:
-        ctx.limits.per_source.fail(ip)
+        wait = ctx.limits.per_source.failed(ip)
+        if wait:
+            raise throttled("too many failed claims from this address; try again later", wait) from None
         log.warning("refused claim for unit %s from %s: unknown, used or expired token", body.id, ip)
         raise HTTPException(401, "the claim token is unknown, already used or expired") from None
     except IntegrityError:
