@@ -105,6 +105,7 @@ class Agent:
         self._started = True
         log.info("agent %s starting as %s -> %s (software %s)", __version__, self.device_id,
                  self.settings.broker_url, self.software_version or "unknown")
+        self.updater.resume_interrupted(self, self._report_result)  # an update a crash cut short is rolled back
         self.commands.start()
         self.sender.start()
         for follower in (self.pump, self.journal, self.files):

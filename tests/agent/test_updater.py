@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.server
+import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -15,7 +17,9 @@ from agent.errors import UpdateError
 from agent.process import run_command
 from agent.updater import Updater, describe
 from protocol.topics import Kind
-from tests.agent.conftest import fast_settings, script
+from tests.agent.conftest import Service, fast_settings, script
+from tests.support.agent_process import PYTHON_M_AGENT, AgentProcesses
+from tests.support.services import wait_for
 
 CHECK = """
 import sys, pathlib
@@ -192,3 +196,216 @@ def test_the_health_url_decides_too(tmp_path, repos, health_server):
     with pytest.raises(UpdateError, match="answered 503") as err:
         updater.update("main")
     assert err.value.rolled_back_to == repos.v2 and repos.head() == repos.v2
+
+
+# An update interrupted by a crash: real agent processes, SIGKILLed in the middle, started again. ----------------
+
+# Both block (and say so in `marker`, with their pid) only while the checkout holds v2, i.e. during the update.
+BLOCKING_HOOK = """
+import os, pathlib, sys, time
+with open(sys.argv[1], "a") as fh:
+    fh.write(pathlib.Path("app.txt").read_text().strip() + "\\n")
+if pathlib.Path("app.txt").read_text().strip() == "v2":
+    pathlib.Path(sys.argv[2]).write_text(str(os.getpid()))
+    time.sleep(60)
+"""
+BLOCKING_CHECK = """
+import os, pathlib, sys, time
+unit = pathlib.Path(sys.argv[1])
+if (unit / "app.txt").read_text().strip() == "v2":
+    pathlib.Path(sys.argv[2]).write_text(str(os.getpid()))
+    time.sleep(60)
+sys.exit(0 if (unit / "healthy").read_text().strip() == "ok" else 1)
+"""
+FINAL = {"succeeded", "failed", "rejected", "expired"}
+
+
+@dataclass
+class Crashable:
+    """`python -m agent` processes for unit-1 on `repos`, whose hook or health check blocks while on v2."""
+
+    phase: str  # "fetch", "hook" or "health": where the update blocks; "none": nothing blocks
+    procs: AgentProcesses
+    port: int
+    repos: Repos
+    options: list[str]
+    marker: Path
+    service: Service
+    session: str = ""
+
+    def start(self) -> subprocess.Popen:
+        """Start an agent and wait for its birth (sent after it subscribed); `session` is that birth's."""
+        seen = {b["session"] for b in self.service.of("unit-1", Kind.STATE)}
+        proc = self.procs.start(self.port, "unit-1", "secret", *self.options, entry=PYTHON_M_AGENT)
+        birth = self.service.wait("unit-1", Kind.STATE, lambda b: b["online"] and b["session"] not in seen,
+                                  timeout=20)[0]
+        assert proc.poll() is None
+        self.session = birth["session"]
+        return proc
+
+    def interrupt_update(self) -> str:
+        """Start an agent, update to v2, SIGKILL it while the hook or health check blocks; the command's id."""
+        proc = self.start()
+        cmd = self.service.command("unit-1", "update", {"ref": "v2"})
+        pid = int(wait_for(lambda: self.marker.exists() and self.marker.read_text().strip(), timeout=30,
+                           what=f"the {self.phase} blocking"))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        _kill_group(pid)  # the hook or check too, as systemd does when the agent's unit dies
+        if self.phase != "fetch":
+            assert self.repos.head() == self.repos.v2  # the crash left the unit on the new commit
+        assert self.finals(cmd) == []
+        return cmd
+
+    def barrier(self) -> None:
+        """Wait until the command worker ran everything queued before a ping (commands run one at a time)."""
+        ping = self.service.command("unit-1", "ping")
+        assert self.service.wait_final("unit-1", ping, timeout=60)["status"] == "succeeded"
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        proc.terminate()
+        assert proc.wait(15) == 0
+
+    def finals(self, cmd: str) -> list[dict]:
+        return [r for r in self.service.results("unit-1", cmd) if r["status"] in FINAL]
+
+    def log(self) -> str:
+        return (self.procs.workdir / "unit-1.log").read_text()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # hooks and checks run with start_new_session: the pid is the group
+    except ProcessLookupError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(params=["hook", "health"])
+def crashable(request, broker, service, tmp_path, repos) -> Iterator[Crashable]:
+    marker = tmp_path / "blocked"
+    kw = dict(repos.settings_kw)
+    if request.param == "hook":
+        kw["post_update_command"] = script(tmp_path / "hook2.py", BLOCKING_HOOK) + f" {repos.hook_log} {marker}"
+    elif request.param == "health":
+        kw["check_command"] = script(tmp_path / "check2.py", BLOCKING_CHECK) + f" {repos.unit} {marker} {{unit}}"
+    elif request.param == "fetch":  # the fetch runs this in place of git-upload-pack: it hangs
+        hanging = tmp_path / "upload-pack.sh"
+        hanging.write_text(f"#!/bin/sh\necho $$ > {marker}\nexec sleep 60\n")
+        hanging.chmod(0o755)
+        git(repos.unit, "config", "remote.origin.uploadpack", str(hanging))
+    options = ["--repo", str(kw["repo"]), "--unit", "rec.service", "--check-command", kw["check_command"],
+               "--post-update-command", kw["post_update_command"], "--restart-command", kw["restart_command"],
+               "--health-timeout", "5", "--command-timeout", "120", "--metrics-interval", "3600",
+               "--heartbeat-interval", "1", "--keepalive", "5", "--relay-port", "0", "--reconnect-min-delay", "0.1"]
+    procs = AgentProcesses(tmp_path)
+    yield Crashable(request.param, procs, broker.port, repos, options, marker, service)
+    procs.stop_all()
+    if marker.exists() and marker.read_text().strip():
+        _kill_group(int(marker.read_text()))
+
+
+def test_an_update_interrupted_by_a_crash_is_rolled_back_at_the_next_start(crashable):
+    repos = crashable.repos
+    cmd = crashable.interrupt_update()
+
+    crashable.start()
+    final = crashable.service.wait_final("unit-1", cmd, timeout=60)
+    assert final["status"] == "failed", final
+    out = final["output"]
+    assert f"during the {'post-update hook' if crashable.phase == 'hook' else 'health check'}" in out, out
+    assert f"update to v2 failed: interrupted; rolled back to {repos.v1}" in out, out
+    assert repos.head() == repos.v1
+    assert git(repos.unit, "rev-parse", "--abbrev-ref", "HEAD") == "main"  # back on the branch it was on
+    assert (repos.unit / "app.txt").read_text() == "v1\n"
+    assert repos.hook_runs() == ["v2", "v1"]  # the hook ran again for the rollback
+    # The update's own restart had run before a kill in the health check, not before one in the hook.
+    assert repos.restarts() == ["rec.service"] * (1 if crashable.phase == "hook" else 2)
+    # The new process's birth says v1 again (it started on v2).
+    crashable.service.wait("unit-1", Kind.STATE, lambda b: b["session"] == crashable.session and b["online"]
+                           and b["software_version"] == repos.v1[:7])
+    crashable.barrier()
+    assert crashable.finals(cmd) == [final]  # reported once: not also as a plain "interrupted"
+
+
+def test_after_the_rollback_another_start_changes_nothing(crashable):
+    repos = crashable.repos
+    cmd = crashable.interrupt_update()
+    proc = crashable.start()
+    crashable.service.wait_final("unit-1", cmd, timeout=60)
+    crashable.barrier()
+    crashable.stop(proc)
+    crashable.start()
+    crashable.barrier()
+    assert repos.head() == repos.v1 and repos.hook_runs() == ["v2", "v1"]
+    assert len(crashable.finals(cmd)) == 1
+
+
+@pytest.mark.parametrize("crashable", ["hook"], indirect=True)
+def test_a_failed_rollback_is_reported_and_tried_again_at_the_next_start(crashable):
+    repos = crashable.repos
+    cmd = crashable.interrupt_update()
+    lock = repos.unit / ".git" / "index.lock"  # as if another git process held the index: the checkout fails
+    lock.write_text("")
+    proc = crashable.start()
+    final = crashable.service.wait_final("unit-1", cmd, timeout=60)
+    out = final["output"]
+    assert final["status"] == "failed"
+    assert "ROLLBACK CHECKOUT FAILED" in out and "index.lock" in out, out
+    assert f"still on {repos.v2[:12]}" in out and "the next agent start tries again (attempt 1 of 3)" in out, out
+    assert repos.head() == repos.v2 and repos.hook_runs() == ["v2"]
+
+    crashable.barrier()
+    crashable.stop(proc)
+    lock.unlink()
+    crashable.start()
+    crashable.barrier()
+    assert repos.head() == repos.v1 and repos.hook_runs() == ["v2", "v1"]
+    assert crashable.finals(cmd) == [final]  # the service keeps the first final result: no second one is sent
+    assert f"rolled back to {repos.v1}" in crashable.log()
+
+
+@pytest.mark.parametrize("crashable", ["hook"], indirect=True)
+def test_rollback_attempts_are_bounded_then_the_agent_gives_up_loudly(crashable):
+    repos = crashable.repos
+    cmd = crashable.interrupt_update()
+    lock = repos.unit / ".git" / "index.lock"
+    lock.write_text("")
+    for _ in range(3):
+        proc = crashable.start()
+        crashable.barrier()
+        crashable.stop(proc)
+    assert len(crashable.finals(cmd)) == 1
+    assert "ERROR" in crashable.log() and "giving up after 3 attempts" in crashable.log()
+    lock.unlink()
+    crashable.start()
+    crashable.barrier()
+    assert repos.head() == repos.v2 and repos.hook_runs() == ["v2"]  # given up: no fourth attempt
+
+
+@pytest.mark.parametrize("crashable", ["fetch"], indirect=True)
+def test_an_update_interrupted_in_the_fetch_moved_nothing_and_is_reported_so(crashable):
+    repos = crashable.repos
+    cmd = crashable.interrupt_update()
+    git(repos.unit, "config", "--unset", "remote.origin.uploadpack")
+    crashable.start()
+    final = crashable.service.wait_final("unit-1", cmd, timeout=60)
+    assert final["status"] == "failed"
+    assert "during the git fetch" in final["output"] and f"still on {repos.v1}" in final["output"], final["output"]
+    crashable.barrier()
+    assert repos.head() == repos.v1 and repos.hook_runs() == [] and repos.restarts() == []
+
+
+@pytest.mark.parametrize("crashable", ["none"], indirect=True)
+def test_a_completed_update_is_not_rolled_back_after_a_crash(crashable):
+    repos = crashable.repos
+    proc = crashable.start()
+    cmd = crashable.service.command("unit-1", "update", {"ref": "v2"})
+    assert crashable.service.wait_final("unit-1", cmd, timeout=60)["status"] == "succeeded"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    crashable.start()
+    crashable.barrier()
+    assert repos.head() == repos.v2 and repos.hook_runs() == ["v2"] and repos.restarts() == ["rec.service"]
