@@ -20,17 +20,18 @@ The rules:
   before accepted/running (which then change nothing).
 - The first final status the unit reports is kept: after succeeded, failed, rejected or expired a different
   final report is ignored.
-- The unit's real outcome wins over the service's guess that the unit never ran the command: `canceled` (by an
-  operator, or by a finished rollout, while the command was queued/sent) cannot stop a unit that had already
-  received it. A succeeded/failed report proves the unit ran it and replaces `canceled`, as an event of its own
-  after it, with the report's exit_code and output; rejected/expired say it never ran, so it stays canceled.
-  accepted/running never replace a final state: the unit's final report follows (the agent sends one for every
-  command it took, also after it restarted). A rollout counts its units by their commands' current status, so
-  such a unit counts as succeeded/failed from then on; decisions already taken stand.
-- `timed_out` (the sweeper: no result within timeout_s of the unit taking it) stands once given: a final report
-  arriving after it changes nothing (tests/fleet_service/test_commands.py pins this). Letting the unit's answer
-  win here too would fit the sweeper (it only looks at queued/sent/accepted/running commands) and the rollouts
-  (they count current statuses): the entry `"timed_out": UNIT_FINAL` in OVERRULED_BY, and that test changed.
+- The unit's real outcome wins over the service's guess, recorded as an event of its own after the guess, with
+  the report's exit_code and output replacing the guess's text:
+  * `timed_out` (the sweeper: no result within timeout_s of the unit taking it) is replaced by any final report
+    of the unit: it had taken the command, so its answer is what happened.
+  * `canceled` (by an operator, or by a finished rollout, while the command was queued/sent) cannot stop a unit
+    that had already received it. succeeded/failed prove the unit ran it and replace `canceled`;
+    rejected/expired say it never ran, so it stays canceled.
+  * accepted/running never replace a final state: the unit's final report follows (the agent sends one for every
+    command it took, also after it restarted).
+  A rollout counts its units by their commands' current status, so such a unit counts by its real outcome from
+  then on; decisions already taken (an abort) stand. The sweeper only looks at queued/sent/accepted/running
+  commands, so it never overrides the unit's answer in turn.
 - `expired` is not treated as a guess: the sweeper writes it for a command not taken before its TTL, but the unit
   reports it too (arrived too late, or expired while waiting), and the row does not say who wrote it. Treating it
   as a guess would let a unit's second final report overwrite its first.
@@ -67,9 +68,9 @@ STATES = (
 _RANK = {"queued": 0, "sent": 1, "accepted": 2, "running": 3}
 UNIT_FINAL = frozenset({"succeeded", "failed", "rejected", "expired"})
 # The service's guesses at how a command ended, and the unit's final reports that overrule each.
-OVERRULED_BY = {"canceled": frozenset({"succeeded", "failed"})}
+OVERRULED_BY = {"timed_out": UNIT_FINAL, "canceled": frozenset({"succeeded", "failed"})}
 # Lost compare-and-sets in a row before a report gives up: each loss means the command moved on (at most
-# queued -> sent -> accepted -> running -> canceled -> the unit's final), so this is never reached in practice.
+# queued -> sent -> accepted -> running -> a guess -> the unit's final), so this is never reached in practice.
 MAX_ROUNDS = 8
 
 

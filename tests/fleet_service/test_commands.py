@@ -114,10 +114,10 @@ def test_untaken_commands_expire_and_silent_ones_time_out(fleet):
     assert [h["status"] for h in timed_out["history"]] == ["queued", "sent", "accepted", "timed_out"]
     assert "no result within 1 s" in timed_out["output"]
 
-    unit.result(taken["id"], "succeeded", 0, "too late")  # the unit finished after all: the verdict stands
-    fleet.stack.drain()
-    time.sleep(0.3)
-    assert command(fleet, taken["id"])["status"] == "timed_out"
+    unit.result(taken["id"], "succeeded", 0, "too late")  # the unit finished after all: its answer replaces the guess
+    late = wait_status(fleet, taken["id"], "succeeded")
+    assert [h["status"] for h in late["history"]] == ["queued", "sent", "accepted", "timed_out", "succeeded"]
+    assert (late["exit_code"], late["output"]) == (0, "too late")
     unit.stop()
 
 
