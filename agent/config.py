@@ -45,6 +45,7 @@ class AgentSettings(BaseModel):
     # Local state (outbox, remembered command ids, applied config version)
     state_dir: Path = Path("/var/lib/fleet-agent")
     outbox_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    ack_timeout: float = Field(default=20.0, gt=0)  # s to wait for the service's end-to-end ack before resending
 
     # Units, and the command lines that act on them (never run through a shell)
     unit: StrList = Field(default_factory=list)

@@ -95,12 +95,27 @@ class LogPump:
                 batch, positions = [], {}
 
     def _flush(self, batch: list[dict], positions: dict[str, str]) -> None:
+        """Store a batch with the readers' positions, retrying until it is stored: the followers wait meanwhile
+        (the queue fills), so no line is read past without being kept. On stop, an unstored batch is left to
+        be read again from the last stored position at the next start."""
         if not batch and not positions:
             return
-        try:
-            self.outbox.add_logs(batch, positions)
-        except Exception:
-            log.exception("could not store %s log records", len(batch))
+        delay, failures = 0.5, 0
+        while True:
+            try:
+                self.outbox.add_logs(batch, positions)
+                if failures:
+                    log.warning("stored %s log records after %s failed attempts", len(batch), failures)
+                return
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.error("could not store %s log records (%s); holding them and retrying", len(batch), exc)
+            if self._stopping.wait(delay):
+                log.warning("stopping with %s log records unstored; they are read again at the next start",
+                            len(batch))
+                return
+            delay = min(delay * 2, 10.0)
 
 
 class JournalFollower:

@@ -1,7 +1,9 @@
-"""Durable outbox: log records and QoS-1 messages wait on disk until the broker acknowledged them.
+"""Durable outbox: log records and reliable messages wait on disk until the service acknowledged them.
 
-Logs are bounded by bytes: the oldest records are dropped first and their number is reported in the
-next published LogBatch.dropped. Messages (command results, config reports) are bounded by count.
+A record leaves the outbox only when the service says it is stored (an end-to-end ack naming its ack id), never
+on the broker's PUBACK alone. Logs are bounded by bytes: when the outbox is over its size, or the disk is full,
+the oldest records not yet handed to the broker are dropped first, and the running total of dropped records is
+reported in every LogBatch (`dropped_total`). Messages (command results, config reports) are bounded by count.
 """
 
 from __future__ import annotations
@@ -12,13 +14,24 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from agent.store import Store, set_meta
 
 log = logging.getLogger(__name__)
 
-_DROPPED = "outbox.dropped"
+_DROPPED = "outbox.dropped"  # running total of log records dropped, never decreases
 MAX_MESSAGES = 10_000
+T = TypeVar("T")
+
+
+class OutboxFull(Exception):
+    """The disk is full and nothing could be dropped to make room: keep the records in memory and retry."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower() or "No space" in str(exc)
 
 
 @dataclass(frozen=True)
@@ -44,56 +57,98 @@ class Outbox:
         rows = store.query("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM logs")
         self._log_bytes = int(rows[0][0])
         self.changed = threading.Event()
+        # Log records up to this seq were handed to the broker and may be stored already: dropping them would
+        # count as lost what is not. The sender moves it; trimming spares these while it can.
+        self.published_upto = 0
 
     # Writing ------------------------------------------------------------------------
 
     def add_logs(self, records: list[dict], positions: dict[str, str] | None = None) -> None:
         """Store records (each with its own `id`) and, in the same transaction, where the readers are."""
         bodies = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records]
-        with self._lock, self.store.transaction() as db:
-            db.executemany("INSERT INTO logs (body) VALUES (?)", [(b,) for b in bodies])
-            for key, value in (positions or {}).items():
-                set_meta(db, key, value)
-            self._log_bytes += sum(len(b) for b in bodies)
-            if self._log_bytes > self.max_bytes:
-                self._trim(db)
-        if records:
-            self.changed.set()
+        size = sum(len(b) for b in bodies)
 
-    def _trim(self, db) -> None:
-        # Drop oldest until 90 % full so a full outbox does not trim on every insert.
-        target = int(self.max_bytes * 0.9)
+        def insert() -> None:
+            with self._lock, self.store.transaction() as db:
+                db.executemany("INSERT INTO logs (body) VALUES (?)", [(b,) for b in bodies])
+                for key, value in (positions or {}).items():
+                    set_meta(db, key, value)
+                self._log_bytes += size
+                if self._log_bytes > self.max_bytes:
+                    self._trim(db, int(self.max_bytes * 0.9))  # to 90 %, so a full outbox does not trim every time
+            if records:
+                self.changed.set()
+
+        self._with_room(insert, size)
+
+    def _with_room(self, write: Callable[[], T], size: int) -> T:
+        """Run a write; when the disk is full, drop the oldest log records to make room for it, then try again."""
+        try:
+            return write()
+        except sqlite3.OperationalError as exc:
+            if not disk_full(exc):
+                raise
+            first = exc
+        # Deleting needs a little space too (the WAL); free at least twice what the write needs, then retry.
+        try:
+            with self._lock, self.store.transaction() as db:
+                freed = self._trim(db, max(0, self._log_bytes - max(2 * size, 64 * 1024)))
+        except sqlite3.OperationalError as exc:
+            raise OutboxFull(f"disk full and no room to drop old records: {exc}") from first
+        if not freed:
+            raise OutboxFull("disk full and no log records left to drop") from first
+        try:
+            return write()
+        except sqlite3.OperationalError as exc:
+            if disk_full(exc):
+                raise OutboxFull(f"disk still full after dropping {freed} old records") from exc
+            raise
+
+    def _trim(self, db: sqlite3.Connection, target: int) -> int:
+        """Drop the oldest records until the logs take `target` bytes: first those never handed to the broker."""
         dropped = 0
-        while self._log_bytes > target:
-            rows = db.execute("SELECT seq, LENGTH(body) FROM logs ORDER BY seq LIMIT 500").fetchall()
-            if not rows:
-                self._log_bytes = 0
-                break
-            cut = 0
-            for seq, size in rows:
-                self._log_bytes -= size
-                cut = seq
-                dropped += 1
-                if self._log_bytes <= target:
+        for spare in (True, False):
+            while self._log_bytes > target:
+                floor = self.published_upto if spare else 0
+                rows = db.execute("SELECT seq, LENGTH(body) FROM logs WHERE seq > ? ORDER BY seq LIMIT 500",
+                                  (floor,)).fetchall()
+                if not rows:
                     break
-            db.execute("DELETE FROM logs WHERE seq <= ?", (cut,))
+                cut = []
+                for seq, size in rows:
+                    self._log_bytes -= size
+                    cut.append((seq,))
+                    if self._log_bytes <= target:
+                        break
+                db.executemany("DELETE FROM logs WHERE seq = ?", cut)
+                dropped += len(cut)
+        if not dropped:
+            return 0
         previous = db.execute("SELECT value FROM meta WHERE key = ?", (_DROPPED,)).fetchone()
         set_meta(db, _DROPPED, str(int(previous[0]) + dropped if previous else dropped))
         log.warning("outbox full: dropped the %s oldest log records", dropped)
+        return dropped
 
     def add_message(
         self, topic: str, payload: bytes, retain: bool = False, also: Callable[[sqlite3.Connection], None] | None = None
     ) -> None:
-        """Queue one QoS-1 message; `also` runs in the same transaction (e.g. the command ledger update)."""
-        with self.store.transaction() as db:
-            if also is not None:
-                also(db)
-            db.execute("INSERT INTO messages (topic, payload, retain) VALUES (?, ?, ?)", (topic, payload, int(retain)))
-            (count,) = db.execute("SELECT COUNT(*) FROM messages").fetchone()
-            if count > MAX_MESSAGES:
-                db.execute("DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?)",
-                           (count - MAX_MESSAGES,))
-                log.warning("outbox full: dropped %s oldest messages", count - MAX_MESSAGES)
+        """Queue one reliable message; `also` runs in the same transaction (e.g. the command ledger update).
+
+        A full disk makes room by dropping old log records: a command result matters more than a log line."""
+
+        def insert() -> None:
+            with self.store.transaction() as db:
+                if also is not None:
+                    also(db)
+                db.execute("INSERT INTO messages (topic, payload, retain) VALUES (?, ?, ?)",
+                           (topic, payload, int(retain)))
+                (count,) = db.execute("SELECT COUNT(*) FROM messages").fetchone()
+                if count > MAX_MESSAGES:
+                    db.execute("DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?)",
+                               (count - MAX_MESSAGES,))
+                    log.warning("outbox full: dropped %s oldest messages", count - MAX_MESSAGES)
+
+        self._with_room(insert, len(payload))
         self.changed.set()
 
     # Reading and acknowledging ------------------------------------------------------
@@ -119,16 +174,14 @@ class Outbox:
         )
         return [PendingMessage(seq, t, bytes(p), bool(r)) for seq, t, p, r in rows]
 
-    def ack_logs(self, first_seq: int, last_seq: int, dropped_reported: int = 0) -> None:
+    def ack_logs(self, first_seq: int, last_seq: int) -> None:
+        """The service stored these records: forget them."""
         with self._lock, self.store.transaction() as db:
             sizes = db.execute(
                 "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM logs WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
             ).fetchone()
             db.execute("DELETE FROM logs WHERE seq BETWEEN ? AND ?", (first_seq, last_seq))
             self._log_bytes = max(0, self._log_bytes - int(sizes[0]))
-            if dropped_reported:
-                row = db.execute("SELECT value FROM meta WHERE key = ?", (_DROPPED,)).fetchone()
-                set_meta(db, _DROPPED, str(max(0, int(row[0]) - dropped_reported) if row else 0))
 
     def ack_message(self, seq: int) -> None:
         with self.store.transaction() as db:
@@ -136,11 +189,12 @@ class Outbox:
 
     @property
     def dropped(self) -> int:
+        """Log records this outbox ever dropped (kept while the state dir lives)."""
         value = self.store.get(_DROPPED)
         return int(value) if value else 0
 
     def pending(self) -> tuple[int, int]:
-        """(log records, messages) still waiting for an acknowledgement."""
+        """(log records, messages) not yet acknowledged by the service."""
         (logs,) = self.store.query("SELECT COUNT(*) FROM logs")[0]
         (messages,) = self.store.query("SELECT COUNT(*) FROM messages")[0]
         return int(logs), int(messages)

@@ -56,7 +56,7 @@ class Agent:
             from agent.relay_bridge import RelayBridge
 
             self.relay = RelayBridge(settings.relay_port, self._publish_relay_up, self.turn, settings.relay_origin)
-        subscriptions = [self._topic(Kind.CMD), self._topic(Kind.CONFIG_DESIRED)]
+        subscriptions = [self._topic(Kind.CMD), self._topic(Kind.CONFIG_DESIRED), self._topic(Kind.ACK)]
         if self.relay is not None:
             subscriptions.append(self._topic(Kind.RELAY_DOWN))
         self.connection = Connection(
@@ -64,8 +64,8 @@ class Agent:
             Hooks(birth=self._birth, on_connected=self._on_connected, on_message=self._on_message),
             subscriptions=subscriptions,
         )
-        self.sender = OutboxSender(self.outbox, self.connection, self._topic(Kind.LOGS), settings.log_batch_records)
-        self.connection.hooks.on_published = self.sender.on_published
+        self.sender = OutboxSender(self.outbox, self.connection, self._topic(Kind.LOGS), settings.log_batch_records,
+                                   settings.ack_timeout)
         self.probe = Probe(settings, lambda: (__version__, self.software_version))
         self.pump: LogPump | None = None
         self.journal: JournalFollower | None = None
@@ -192,7 +192,9 @@ class Agent:
             kind = parse(name).kind
         except ProtocolError:
             return
-        if kind is Kind.RELAY_DOWN:
+        if kind is Kind.ACK:
+            self.sender.on_ack(payload)
+        elif kind is Kind.RELAY_DOWN:
             if self.relay is not None:
                 self.relay.on_down(payload)
         elif kind is Kind.CMD:

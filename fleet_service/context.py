@@ -86,6 +86,7 @@ class ServiceContext:
             event_relay = EventRelay(bus, link.publish, registry, relay_name(settings.replica_id))
         registry.gauge_callback("fleet_devices_online", lambda: count_online(engine))
         registry.gauge_callback("fleet_events_published_total", lambda: bus.published)
+        ingest.acks.publish = link.publish
         ctx = cls(settings, engine, registry, bus, Authenticator(engine, settings.admin_token), link, ingest,
                   dispatcher, broker)
         ingest.listeners.append(ctx._on_outcome)
@@ -135,6 +136,7 @@ class ServiceContext:
         self.tasks = [
             asyncio.create_task(self.link.run(), name="mqtt-link"),
             asyncio.create_task(self.ingest.run(), name="ingest"),
+            asyncio.create_task(self.ingest.acks.run(), name="ingest-acks"),
             asyncio.create_task(self.dispatcher.run_sweeper(), name="command-sweeper"),
             asyncio.create_task(
                 run_presence_sweeper(self.engine, self.bus, s.presence_timeout_s, s.presence_check_interval_s),
@@ -154,6 +156,7 @@ class ServiceContext:
 
     async def stop(self) -> None:
         await self.ingest.drain(timeout=5)
+        await self.ingest.acks.drain(timeout=2)
         if isinstance(self.link, EmbeddedLink):
             self.link.close()  # units held back for ingest must not hold up the broker's shutdown
         background = [*self.tasks, *self.dispatcher.background, *self.configs.background]

@@ -3,12 +3,13 @@
 Every payload is a UTF-8 JSON object with `"v": 1`; `ts` is integer ms since the epoch.
 """
 
-import json
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocol.errors import ProtocolError
+from protocol.jsonload import INT_MAX, INT_MIN, parse_bounded
 from protocol.topics import Kind
 
 VERSION = 1
@@ -23,11 +24,19 @@ RESULT_STATUSES = ("accepted", "running", "succeeded", "failed", "rejected", "ex
 FINAL_RESULT_STATUSES = frozenset({"succeeded", "failed", "rejected", "expired"})
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical")
 
+MAX_ACK_IDS = 1000
+
 Ts = Field(ge=0, lt=10**14)
+# Every integer a unit sends fits a 64-bit database column, also when it arrives as a numeric string.
+Int64 = Annotated[int, Field(ge=INT_MIN, le=INT_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT_MAX)]
+# The unit's id for one reliable message (log batch, command result, config report): the service echoes it on
+# `fleet/{id}/ack` once the message is stored, and the unit keeps the message until then (docs/protocol.md).
+AckId = Annotated[str | None, Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=False, allow_inf_nan=False)
     v: Literal[1] = VERSION
 
 
@@ -43,12 +52,12 @@ class Birth(Payload):
 class Death(Payload):
     online: Literal[False] = False
     session: str = Field(default="", max_length=64)
-    ts: int | None = None
+    ts: Int64 | None = None
 
 
 class Heartbeat(Payload):
     ts: int = Ts
-    seq: int = Field(default=0, ge=0)
+    seq: Count = 0
     uptime_s: float = Field(default=0, ge=0)
     hostname: str = Field(default="", max_length=255)
     ips: list[str] = Field(default_factory=list, max_length=64)
@@ -70,17 +79,17 @@ _METRIC_FIELDS = (
 
 
 class Metrics(Payload):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     ts: int = Ts
     cpu_percent: float | None = None
     mem_percent: float | None = None
-    mem_used_bytes: int | None = None
+    mem_used_bytes: Int64 | None = None
     disk_percent: float | None = None
-    disk_free_bytes: int | None = None
+    disk_free_bytes: Int64 | None = None
     load1: float | None = None
     temp_c: float | None = None
-    net_rx_bytes: int | None = None
-    net_tx_bytes: int | None = None
+    net_rx_bytes: Int64 | None = None
+    net_tx_bytes: Int64 | None = None
     services: dict[str, str] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -95,7 +104,7 @@ class Metrics(Payload):
 
 
 class LogRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
     id: str = Field(min_length=1, max_length=64)
     ts: int = Ts
     level: str = "info"
@@ -121,7 +130,9 @@ class LogRecord(BaseModel):
 
 class LogBatch(Payload):
     records: list[LogRecord] = Field(max_length=MAX_LOG_RECORDS)
-    dropped: int = Field(default=0, ge=0)
+    dropped: Count = 0  # records dropped since the last batch (older agents; added up by the service)
+    dropped_total: Count | None = None  # records this unit ever dropped (its state dir's lifetime; kept as a maximum)
+    ack_id: AckId = None
 
 
 class Command(Payload):
@@ -129,15 +140,16 @@ class Command(Payload):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
     ts: int = Ts
-    expires_at: int | None = None
+    expires_at: Int64 | None = None
 
 
 class CommandResult(Payload):
     id: str = Field(min_length=1, max_length=64)
     status: Literal["accepted", "running", "succeeded", "failed", "rejected", "expired"]
-    exit_code: int | None = None
+    exit_code: Int64 | None = None
     output: str = ""
     ts: int = Ts
+    ack_id: AckId = None
 
     @field_validator("output")
     @classmethod
@@ -146,15 +158,23 @@ class CommandResult(Payload):
 
 
 class ConfigDesired(Payload):
-    version: int = Field(ge=0)
+    version: Count
     config: dict[str, Any]
 
 
 class ConfigReported(Payload):
-    version: int = Field(ge=0)
+    version: Count
     status: Literal["applied", "failed"]
     error: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    ack_id: AckId = None
+
+
+class Ack(Payload):
+    """Service -> unit: these reliable messages are stored (`ids`) or refused for good (`rejected`: id -> reason)."""
+
+    ids: list[str] = Field(default_factory=list, max_length=MAX_ACK_IDS)
+    rejected: dict[str, str] = Field(default_factory=dict, max_length=MAX_ACK_IDS)
 
 
 def cap_output(text: str, limit: int = MAX_OUTPUT_BYTES) -> str:
@@ -173,6 +193,7 @@ SCHEMAS: dict[Kind, type[Payload]] = {
     Kind.CMD_RESULT: CommandResult,
     Kind.CONFIG_DESIRED: ConfigDesired,
     Kind.CONFIG_REPORTED: ConfigReported,
+    Kind.ACK: Ack,
 }
 
 
@@ -181,13 +202,8 @@ def encode(payload: BaseModel) -> bytes:
 
 
 def load_json(data: bytes | str, limit: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
-    """Parse a JSON object payload within a size limit."""
-    if len(data) > limit:
-        raise ProtocolError(f"payload of {len(data)} bytes exceeds the {limit}-byte limit")
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"payload is not valid UTF-8 JSON: {exc}") from exc
+    """Parse a JSON object payload within the size, depth and number bounds of protocol.jsonload."""
+    obj = parse_bounded(data, limit)
     if not isinstance(obj, dict):
         raise ProtocolError("payload must be a JSON object")
     return obj
@@ -206,6 +222,17 @@ def decode(kind: Kind, data: bytes | str) -> Payload:
         return SCHEMAS[kind].model_validate(obj)
     except ValidationError as exc:
         raise ProtocolError(_describe(exc)) from exc
+    except (ValueError, TypeError, RecursionError) as exc:  # a validator's own failure is still bad input
+        raise ProtocolError(f"payload rejected: {exc.__class__.__name__}") from exc
+
+
+_ACK_ID = re.compile(rb'"ack_id"\s*:\s*"([A-Za-z0-9_.:-]{1,64})"')
+
+
+def salvage_ack_id(data: bytes) -> str | None:
+    """The ack id of a payload that failed to decode, found without parsing it, so its sender can stop resending."""
+    match = _ACK_ID.search(data[:MAX_PAYLOAD_BYTES])
+    return match.group(1).decode() if match else None
 
 
 def _describe(exc: ValidationError) -> str:

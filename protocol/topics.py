@@ -24,13 +24,14 @@ class Kind(StrEnum):
     CONFIG_REPORTED = "config/reported"
     RELAY_DOWN = "relay/down"
     RELAY_UP = "relay/up"
+    ACK = "ack"
 
 
 # What a unit publishes, and what it may subscribe to / receive.
 UNIT_PUBLISHES = frozenset(
     {Kind.STATE, Kind.HEARTBEAT, Kind.METRICS, Kind.LOGS, Kind.CMD_RESULT, Kind.CONFIG_REPORTED, Kind.RELAY_UP}
 )
-UNIT_RECEIVES = frozenset({Kind.CMD, Kind.CONFIG_DESIRED, Kind.RELAY_DOWN})
+UNIT_RECEIVES = frozenset({Kind.CMD, Kind.CONFIG_DESIRED, Kind.RELAY_DOWN, Kind.ACK})
 _BY_SUFFIX = {k.value: k for k in Kind}
 
 

@@ -11,8 +11,9 @@ import aiomqtt
 from sqlalchemy.engine import Engine
 
 from fleet_service.events import EventBus
+from fleet_service.ingest.acks import AckSender
 from fleet_service.ingest.badlog import BadMessageLog
-from fleet_service.ingest.persister import DatabaseUnavailable, Inbound, Outcome, Persister
+from fleet_service.ingest.persister import DatabaseUnavailable, Inbound, Outcome, Persisted, Persister
 from fleet_service.telemetry import Registry
 from protocol.ids import now_ms
 
@@ -28,6 +29,7 @@ class Ingest:
         self._bus = bus
         self.badlog = BadMessageLog(registry)
         self._persister = Persister(engine, registry, self.badlog)
+        self.acks = AckSender(registry)  # its publish is set, and its run() started, by the service context
         self._batch_max = batch_max
         self.queue: asyncio.Queue[Inbound] = asyncio.Queue(queue_max)
         self.listeners: list[OutcomeListener] = []
@@ -60,10 +62,11 @@ class Ingest:
                     batch.append(self.queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
-            outcomes = await self._persist_with_retry(batch)
+            result = await self._persist_with_retry(batch)
+            self.acks.send(result.acks)
             self._registry.inc("fleet_ingest_batches_total")
             self._registry.set("fleet_ingest_lag_seconds", max(0, now_ms() - batch[0].received_ms) / 1000)
-            for outcome in outcomes:
+            for outcome in result.outcomes:
                 self._bus.publish(outcome.type, outcome.data, outcome.device_id)
                 for listener in self.listeners:
                     try:
@@ -73,7 +76,7 @@ class Ingest:
                     except Exception:
                         log.exception("ingest listener failed for %s", outcome.type)
 
-    async def _persist_with_retry(self, batch: list[Inbound]) -> list[Outcome]:
+    async def _persist_with_retry(self, batch: list[Inbound]) -> Persisted:
         delay = 0.5
         while True:
             try:
@@ -83,10 +86,10 @@ class Ingest:
                 log.error("database unavailable, holding %d messages: %s", len(batch), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except Exception:  # a bug must not kill ingest for everyone: drop this batch loudly
-                log.exception("ingest batch of %d failed; dropped", len(batch))
+            except Exception:  # persist() isolates every message; this is a bug outside them: nothing is acked
+                log.exception("ingest batch of %d failed; not acknowledged, units will resend", len(batch))
                 self._registry.inc("fleet_ingest_dropped_total", len(batch), reason="internal_error")
-                return []
+                return Persisted()
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is persisted (used on shutdown and in tests)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from fleet_service.models import LEVEL_NUMBERS, Device
@@ -33,6 +33,7 @@ class UnitState:
     software_version: str
     values: dict[str, Any] = field(default_factory=dict)
     dropped: int = 0  # log records the unit reported as dropped, added to logs_dropped
+    dropped_total: int | None = None  # the unit's own running total: logs_dropped becomes at least this
 
     @classmethod
     def of(cls, device: Device) -> UnitState:
@@ -44,6 +45,8 @@ class UnitState:
             setattr(device, name, value)
         if self.dropped:
             device.logs_dropped = (device.logs_dropped or 0) + self.dropped
+        if self.dropped_total is not None:
+            device.logs_dropped = max(device.logs_dropped or 0, self.dropped_total)
 
 
 def load_states(session: Session, ids: set[str]) -> dict[str, UnitState]:
@@ -102,6 +105,8 @@ def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[s
          ) -> list[Event]:
     state.values["last_seen"] = received_ms
     state.dropped += batch.dropped
+    if batch.dropped_total is not None:  # a resent batch repeats its total: a maximum never counts it twice
+        state.dropped_total = max(state.dropped_total or 0, batch.dropped_total)
     out: list[Event] = []
     for r in batch.records:
         key = (state.id, r.id)
@@ -116,23 +121,29 @@ def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[s
 
 def write_updates(session: Session, states: dict[str, UnitState]) -> None:
     """One executemany UPDATE per distinct set of changed columns (usually two or three per batch)."""
-    groups: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
+    groups: dict[tuple[tuple[str, ...], bool, bool], list[dict[str, Any]]] = {}
     for s in states.values():
-        if not s.values and not s.dropped:
+        if not s.values and not s.dropped and s.dropped_total is None:
             continue
         row = {f"b_{name}": value for name, value in s.values.items()}
         row["b_id"] = s.id
         if s.dropped:
             row["b_dropped"] = s.dropped
-        groups.setdefault((tuple(sorted(s.values)), s.dropped > 0), []).append(row)
-    for (columns, dropped), rows in groups.items():
-        session.execute(_update_statement(columns, dropped), rows)
+        if s.dropped_total is not None:
+            row["b_dropped_total"] = s.dropped_total
+        groups.setdefault((tuple(sorted(s.values)), s.dropped > 0, s.dropped_total is not None), []).append(row)
+    for (columns, dropped, total), rows in groups.items():
+        session.execute(_update_statement(columns, dropped, total), rows)
 
 
 @lru_cache(maxsize=64)
-def _update_statement(columns: tuple[str, ...], dropped: bool):
+def _update_statement(columns: tuple[str, ...], dropped: bool, total: bool):
     table = Device.__table__
     values: dict[str, Any] = {name: bindparam(f"b_{name}", type_=table.c[name].type) for name in columns}
-    if dropped:
-        values["logs_dropped"] = table.c.logs_dropped + bindparam("b_dropped")
+    current = table.c.logs_dropped + bindparam("b_dropped") if dropped else table.c.logs_dropped
+    if total:
+        reported = bindparam("b_dropped_total", type_=table.c.logs_dropped.type)
+        values["logs_dropped"] = case((current < reported, reported), else_=current)
+    elif dropped:
+        values["logs_dropped"] = current
     return update(table).where(table.c.id == bindparam("b_id")).values(values)

@@ -23,10 +23,12 @@ ANON = "allow_anonymous true\n"
 
 
 class Service:
-    """The service side: subscribes to everything under fleet/, records it, and sends commands."""
+    """The service side: subscribes to everything under fleet/, records it, acks it end to end as the fleet
+    service does (set `acking` False to play a service that is gone), and sends commands."""
 
     def __init__(self, port: int) -> None:
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
+        self.acking = True
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"svc-{new_id()[:8]}")
         self.client.on_message = self._on_message
@@ -41,11 +43,24 @@ class Service:
             body = {"raw": msg.payload.decode("utf-8", "replace")}
         with self._lock:
             self.messages.append((msg.topic, body, bool(msg.retain)))
+        ack_id = body.get("ack_id") if isinstance(body, dict) else None
+        if ack_id and self.acking and not msg.topic.endswith("/ack"):
+            unit = msg.topic.split("/")[1]
+            client.publish(topic(unit, Kind.ACK), json.dumps({"v": 1, "ids": [ack_id]}), qos=0)
 
     def of(self, device_id: str, kind: Kind) -> list[dict[str, Any]]:
+        """Messages on one topic; a reliable message sent again (same ack id) counts once, as the service stores it."""
         name = topic(device_id, kind)
+        seen: set[str] = set()
+        out = []
         with self._lock:
-            return [body for t, body, _ in self.messages if t == name]
+            for t, body, _ in self.messages:
+                if t != name or body.get("ack_id") in seen:
+                    continue
+                if body.get("ack_id"):
+                    seen.add(body["ack_id"])
+                out.append(body)
+        return out
 
     def wait(self, device_id: str, kind: Kind, pred: Callable[[dict[str, Any]], bool] = lambda b: True,
              timeout: float = 15.0, count: int = 1) -> list[dict[str, Any]]:
