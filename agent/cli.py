@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 from agent.config import AgentSettings
 from agent.errors import AgentError
+from fleet_cli.errors import USAGE, StartupError, path_reason
 
 # One line of help for the options of DESIGN.md section 6; the rest are documented in agent/README.md.
 _HELP = {
@@ -94,8 +97,32 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(config, **cli_overrides(args))
         agent = Agent(settings)
-    except (AgentError, OSError) as exc:
-        print(f"fleet agent: {exc}", file=sys.stderr)
-        return 2
+    except AgentError as exc:  # bad settings, an unreadable secret or config file
+        raise StartupError(str(exc), _fix(str(exc)), USAGE) from exc
+    except OSError as exc:  # only Agent() touches the disk (load_settings reports files as ConfigError)
+        raise _path_error(exc, settings.state_dir) from exc
     agent.run_forever()
     return 0
+
+
+def _fix(message: str) -> str:
+    """How to fix a ConfigError: name the options its message is about."""
+    names = [name for name, _ in _option_names() if re.search(rf"(?<![\w.]){name}(?:\.\d+)?: ", message)]
+    if "secret file" in message:
+        names.append("secret_file")
+    if "config file" in message:
+        names.append("config")
+    flags = ", ".join(f"--{name.replace('_', '-')} (FLEET_{name.upper()})" for name in dict.fromkeys(names))
+    return f"correct {flags or 'the agent options'}; see `fleet agent --help`"
+
+
+def _path_error(exc: OSError, state_dir: Path) -> StartupError:
+    """A configured path the agent cannot use: say which option, when it is the state directory."""
+    path = Path(exc.filename) if exc.filename else None
+    reason = path_reason(exc)
+    if path is not None and path.is_relative_to(state_dir):
+        return StartupError(
+            f"state directory {state_dir} cannot be used: {reason}",
+            "pass --state-dir (FLEET_STATE_DIR) a directory this user can create and write",
+        )
+    return StartupError(f"cannot use {path or 'a file'}: {reason}", "check the paths in the agent's settings")

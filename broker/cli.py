@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fleet_cli.errors import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +34,13 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here: `fleet agent` on a unit must not pay for SQLAlchemy and amqtt at start-up.
     from broker.config import load_settings
-    from broker.credentials import SqlCredentialStore
     from broker.server import EmbeddedBroker
 
     given = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name, None) is not None}
     settings = load_settings(**given)
     if settings.service_password is None:
         log.warning("FLEET_SERVICE_SECRET is not set: the service account is disabled, only units can connect")
-    credentials = SqlCredentialStore(settings.database_url, settings.service_password)
+    credentials = _credentials(settings.database_url, settings.service_password)
     try:
         asyncio.run(_serve(EmbeddedBroker(settings, credentials)))
     finally:
@@ -46,12 +48,59 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# How `fleet broker` sets each listener's port.
+_PORT_OPTIONS = {"default": "--mqtt-port", "ws": "--ws-port", "tls": "FLEET_MQTTS_PORT"}
+
+
+def _credentials(database_url: str, service_password: str | None) -> Any:
+    """The unit credential store, once the database answers: a broker whose units all fail to log in because its
+    database is unreachable says so at start, as the service does."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from broker.credentials import SqlCredentialStore, sync_url
+    from fleet_cli.errors import database_error, database_url_error
+
+    try:
+        probe = create_engine(sync_url(database_url))
+    except (ArgumentError, ValueError, ImportError) as exc:
+        raise database_url_error(exc, database_url) from exc
+    try:
+        with probe.connect():
+            pass
+    except OperationalError as exc:
+        raise database_error(exc, database_url) from exc
+    finally:
+        probe.dispose()
+    return SqlCredentialStore(database_url, service_password)
+
+
+def startup_error(exc: Exception, port_options: dict[str, str], host_option: str) -> StartupError:
+    """The broker's start-up failure (BrokerError) as the CLI shows it, naming the option to change."""
+    from broker.server import ListenError
+    from fleet_cli.errors import StartupError, listen_error
+
+    if isinstance(exc, ListenError):
+        return listen_error(exc.label, exc.host, exc.port, exc.cause, port_options[exc.listener], host_option)
+    return StartupError(
+        str(exc),
+        "check the broker's listener and TLS settings (FLEET_TLS_CERTFILE, "
+        "FLEET_TLS_KEYFILE, FLEET_WS_PORT, FLEET_MQTTS_PORT)",
+    )
+
+
 async def _serve(broker: Any) -> None:
+    from broker.errors import BrokerError
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with broker:
+    try:
+        await broker.start()
+    except BrokerError as exc:
+        raise startup_error(exc, _PORT_OPTIONS, "--host") from exc
+    try:
         print(f"MQTT broker listening on port {broker.port}", flush=True)
         if broker.ws_port is not None:
             print(f"MQTT over WebSocket on port {broker.ws_port}", flush=True)
@@ -59,3 +108,5 @@ async def _serve(broker: Any) -> None:
             print(f"MQTT over TLS on port {broker.mqtts_port}", flush=True)
         await stop.wait()
         log.info("stopping the broker")
+    finally:
+        await broker.stop()

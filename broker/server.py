@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
+import ssl
 from typing import Any
 
 from amqtt.errors import BrokerError as AmqttBrokerError
@@ -21,6 +23,23 @@ log = logging.getLogger(__name__)
 _START_ATTEMPTS = 5
 _AUTH_PLUGIN = "broker.plugins.FleetAuthPlugin"
 _TOPIC_PLUGIN = "broker.plugins.FleetTopicPlugin"
+
+
+class ListenError(BrokerError):
+    """A listener could not bind its port: `listener` ("default", "ws" or "tls") with its `label`, `host`, `port`,
+    and the OSError as `cause`."""
+
+    def __init__(self, listener: str, host: str, port: int, cause: OSError) -> None:
+        self.label = _LISTENER_LABELS.get(listener, f"MQTT {listener}")
+        reason = "in use" if cause.errno == errno.EADDRINUSE else (cause.strerror or str(cause))
+        super().__init__(f"MQTT broker could not start: {self.label} port {port} on {host}: {reason}")
+        self.listener = listener
+        self.host = host
+        self.port = port
+        self.cause = cause
+
+
+_LISTENER_LABELS = {"default": "MQTT", "ws": "MQTT over WebSocket", "tls": "MQTT over TLS"}
 
 
 class EmbeddedBroker:
@@ -56,10 +75,15 @@ class EmbeddedBroker:
             try:
                 await broker.start()
             except AmqttBrokerError as exc:
+                failed = next((name for name in ports if name not in broker._servers), None)
                 await _close_listeners(broker)
+                cause = exc.__cause__
+                in_use = isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
                 # A port picked as free may have been taken meanwhile; pick again.
-                if attempt == _START_ATTEMPTS or not self._has_port_zero():
-                    raise BrokerError(f"MQTT broker could not start: {exc.__cause__ or exc}") from exc
+                if attempt == _START_ATTEMPTS or not self._has_port_zero() or not in_use:
+                    if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and failed is not None:
+                        raise ListenError(failed, self._settings.mqtt_host, ports[failed], cause) from exc
+                    raise BrokerError(f"MQTT broker could not start: {cause or exc}") from exc
                 log.info("broker start attempt %d failed (%s); retrying on other ports", attempt, exc)
                 continue
             self._broker = broker
@@ -248,3 +272,13 @@ def _quiet_amqtt_logging() -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
+    startup = logging.getLogger("amqtt.broker")
+    if not any(isinstance(f, _NoStartupTraceback) for f in startup.filters):
+        startup.addFilter(_NoStartupTraceback())
+
+
+class _NoStartupTraceback(logging.Filter):
+    """amqtt logs a failed start with a full traceback; start() raises BrokerError saying the same in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Broker startup failed"

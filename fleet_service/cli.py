@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import sys
 
+from fleet_cli.errors import USAGE, StartupError
 from fleet_cli.options import overrides
 from fleet_service import cli_security
 
@@ -104,19 +105,19 @@ def _service(args: argparse.Namespace) -> int:
 
     settings = _settings(args, ["broker_url", "shared_subscriptions"])
     if not settings.broker_url:
-        print("fleet service: --broker-url (or FLEET_BROKER_URL) is required; use `fleet up` for embedded mode",
-              file=sys.stderr)
-        return 2
+        raise StartupError(
+            "fleet service needs --broker-url (or FLEET_BROKER_URL)",
+            "pass mqtt://user:pass@host:1883 of your broker, or run `fleet up` for embedded mode",
+            USAGE,
+        )
     asyncio.run(serve_forever(settings))
     return 0
 
 
 def _engine(args: argparse.Namespace):
-    from fleet_service.db import make_engine, migrate
+    from fleet_service.config import open_database
 
-    engine = make_engine(_settings(args, []).database_url)
-    migrate(engine)
-    return engine
+    return open_database(_settings(args, []).database_url)
 
 
 def _device_add(args: argparse.Namespace) -> int:

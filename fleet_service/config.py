@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol.ids import SERVICE_USERNAME
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 class ServiceSettings(BaseSettings):
@@ -18,9 +22,9 @@ class ServiceSettings(BaseSettings):
     data_dir: Path = Path("fleet-data")
     database_url: str = ""  # default: SQLite file in data_dir
     host: str = "127.0.0.1"
-    http_port: int = 8080
+    http_port: int = Field(default=8080, ge=0, le=65535)
     mqtt_host: str = "0.0.0.0"  # embedded broker only: units connect from the venue network
-    mqtt_port: int = 1883  # embedded broker only
+    mqtt_port: int = Field(default=1883, ge=0, le=65535)  # embedded broker only
     broker_url: str = ""  # external broker: mqtt://user:pass@host:port
     replica_id: str = Field(default_factory=socket.gethostname)
     shared_subscriptions: bool | None = None  # default: on for an external broker, off for amqtt
@@ -49,10 +53,20 @@ class ServiceSettings(BaseSettings):
     mosquitto_acl_file: Path | None = None
     mosquitto_pid_file: Path | None = None  # ... and sends SIGHUP to this PID to reload them
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if value:
+            try:
+                BrokerTarget(value)
+            except ValueError:  # its message would show the URL, password included
+                raise ValueError("must look like mqtt[s]://user:pass@host:port") from None
+        return value
+
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSettings:
         if not self.database_url:
-            self.database_url = f"sqlite:///{(self.data_dir / 'fleet.db').resolve()}"
+            self.database_url = _default_database_url(self.data_dir)
         if (self.mosquitto_password_file is None) != (self.mosquitto_acl_file is None):
             raise ValueError("FLEET_MOSQUITTO_PASSWORD_FILE and FLEET_MOSQUITTO_ACL_FILE go together")
         return self
@@ -66,10 +80,19 @@ class ServiceSettings(BaseSettings):
         return not self.broker_url
 
     @property
+    def uses_data_dir(self) -> bool:
+        """Embedded mode keeps its TURN secret there; the default database is a SQLite file there."""
+        return self.embedded or self.database_url == _default_database_url(self.data_dir)
+
+    @property
     def use_shared_subscriptions(self) -> bool:
         if self.shared_subscriptions is not None:
             return self.shared_subscriptions
         return not self.embedded
+
+
+def _default_database_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'fleet.db').resolve()}"
 
 
 class BrokerTarget:
@@ -81,7 +104,7 @@ class BrokerTarget:
             raise ValueError(f"broker URL must start with mqtt:// or mqtts://, got {url!r}")
         self.tls = parts.scheme == "mqtts"
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (8883 if self.tls else 1883)
+        self.port = parts.port or (8883 if self.tls else 1883)  # ValueError when it is not a number
         self.username = unquote(parts.username) if parts.username else SERVICE_USERNAME
         self.password = unquote(parts.password) if parts.password else None
 
@@ -91,3 +114,31 @@ class BrokerTarget:
 
 def load_settings(**overrides) -> ServiceSettings:
     return ServiceSettings(**overrides)
+
+
+def open_database(url: str) -> Engine:
+    """The engine of a migrated database; StartupError (one line, no password) when the URL is unusable or the
+    database cannot be reached, so a service fails at start rather than serving without one."""
+    from sqlalchemy.exc import ArgumentError
+
+    from fleet_cli.errors import StartupError, database_error, database_url_error, path_reason
+    from fleet_service.db import make_engine, migrate
+
+    try:
+        engine = make_engine(url)
+    except OSError as exc:  # the directory of a SQLite file cannot be created
+        raise StartupError(
+            f"cannot create the directory of the database {url}: {path_reason(exc)}",
+            "pass --data-dir (or --database-url) a place this user can write",
+        ) from exc
+    except (ArgumentError, ValueError, ImportError) as exc:  # unparsable, a bad port, an unknown driver
+        raise database_url_error(exc, url) from exc
+    try:
+        migrate(engine)
+    except Exception as exc:
+        engine.dispose()
+        error = database_error(exc, url)
+        if error is None:
+            raise
+        raise error from exc
+    return engine

@@ -9,17 +9,19 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
+from fleet_cli.errors import USAGE, StartupError, listen_error, path_reason
 from fleet_service.app import create_app
 from fleet_service.bootstrap import ensure_admin_token
-from fleet_service.config import ServiceSettings
-from fleet_service.db import make_engine, migrate
+from fleet_service.config import BrokerTarget, ServiceSettings, open_database
 from fleet_service.presence import mark_all_offline
 from protocol.ids import SERVICE_USERNAME
 
@@ -68,43 +70,100 @@ def _bind(host: str, port: int) -> socket.socket:
     # Without it every keep-alive response waits ~40 ms for the client's delayed ACK (uvicorn writes headers
     # and body separately).
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 
 
+def listen_http(host: str, port: int) -> socket.socket:
+    try:
+        return _bind(host, port)
+    except OSError as exc:
+        raise listen_error("HTTP", host, port, exc, "--http-port", "--host") from exc
+
+
+def check_data_dir(path: Path) -> None:
+    """Create the data directory (database, TURN secret) and prove this user may write in it."""
+    fix = "pass --data-dir (FLEET_DATA_DIR) a directory this user can create and write"
+    if path.exists() and not path.is_dir():
+        raise StartupError(f"data directory {path} is a file, not a directory", fix)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise StartupError(f"data directory {path} cannot be used: {path_reason(exc)}", fix) from exc
+
+
+def check_turn_settings() -> None:
+    """Bad FLEET_TURN_* values stop the start; TURN merely off (503) is only for settings not given yet."""
+    from turn_service import TurnConfigError
+    from turn_service import load_settings as load_turn_settings
+
+    try:
+        load_turn_settings()
+    except TurnConfigError as exc:
+        raise StartupError(str(exc), "correct or unset that FLEET_TURN_* variable", USAGE) from exc
+
+
 async def start_embedded_broker(settings: ServiceSettings) -> tuple[Any, str]:
     """Start amqtt with our plugins on settings.mqtt_port; return it and the service's broker URL."""
+    from broker.cli import startup_error
     from broker.config import BrokerSettings
     from broker.credentials import SqlCredentialStore
+    from broker.errors import BrokerError
     from broker.server import EmbeddedBroker
 
     service_secret = settings.service_secret or secrets.token_urlsafe(32)
     broker_settings = BrokerSettings(mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port,
                                      database_url=settings.database_url, service_secret=service_secret)
-    broker = EmbeddedBroker(broker_settings, SqlCredentialStore(settings.database_url, service_secret))
-    await broker.start()
+    credentials = SqlCredentialStore(settings.database_url, service_secret)
+    broker = EmbeddedBroker(broker_settings, credentials)
+    try:
+        await broker.start()
+    except BrokerError as exc:
+        credentials.close()
+        raise startup_error(exc, _EMBEDDED_PORT_OPTIONS, "FLEET_MQTT_HOST") from exc
     return broker, f"mqtt://{SERVICE_USERNAME}:{service_secret}@127.0.0.1:{broker.port}"
 
 
+# How `fleet up` sets each listener's port of the embedded broker.
+_EMBEDDED_PORT_OPTIONS = {"default": "--mqtt-port", "ws": "FLEET_WS_PORT", "tls": "FLEET_MQTTS_PORT"}
+
+
 async def start(settings: ServiceSettings) -> Running:
-    """Migrate, start the broker when embedded, start the HTTP server; returns once it serves."""
-    engine = make_engine(settings.database_url)
-    await asyncio.to_thread(migrate, engine)
-    admin_token = await asyncio.to_thread(ensure_admin_token, engine, settings.admin_token)
-    broker = None
-    if settings.embedded:
-        await asyncio.to_thread(mark_all_offline, engine, "broker_restart")
-        broker, url = await start_embedded_broker(settings)
-        settings = settings.model_copy(update={"broker_url": url, "shared_subscriptions": False})
-    app = create_app(settings, engine, broker)
-    sock = _bind(settings.host, settings.http_port)
+    """Check the settings, listen, migrate, start the broker when embedded, serve HTTP; returns once it serves.
+
+    A start-up failure raises StartupError (what is wrong and how to fix it) and leaves nothing behind: no port
+    held, no broker running, no admin token generated that nobody was shown.
+    """
+    check_turn_settings()
+    if settings.uses_data_dir:
+        check_data_dir(settings.data_dir)
+    sock = listen_http(settings.host, settings.http_port)
+    engine = broker = None
+    try:
+        engine = await asyncio.to_thread(open_database, settings.database_url)
+        if settings.embedded:
+            await asyncio.to_thread(mark_all_offline, engine, "broker_restart")
+            broker, url = await start_embedded_broker(settings)
+            settings = settings.model_copy(update={"broker_url": url, "shared_subscriptions": False})
+        app = create_app(settings, engine, broker)
+    except BaseException:
+        sock.close()
+        if broker is not None:
+            await broker.stop()
+        if engine is not None:
+            engine.dispose()
+        raise
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3)
     server = _Server(config)
-    running = Running(settings, app, sock.getsockname()[1], broker.port if broker else None, admin_token, broker,
-                      server)
+    running = Running(settings, app, sock.getsockname()[1], broker.port if broker else None, None, broker, server)
 
     async def serve() -> None:
         try:
@@ -120,6 +179,8 @@ async def start(settings: ServiceSettings) -> Running:
             running.task.result()  # type: ignore[attr-defined]
             raise RuntimeError("the HTTP server stopped during start-up")
         await asyncio.sleep(0.02)
+    # Only now: a token generated before a failed start would never be shown, and no later start shows one.
+    running.admin_token = await asyncio.to_thread(ensure_admin_token, engine, settings.admin_token)
     return running
 
 
@@ -146,5 +207,27 @@ def announce(running: Running) -> None:
 async def serve_forever(settings: ServiceSettings) -> None:
     running = await start(settings)
     announce(running)
+    watch = None if running.broker is not None else asyncio.create_task(warn_unless_connected(running))
     await running.stopped.wait()
+    if watch is not None:
+        watch.cancel()
     print("fleet: stopped", flush=True)
+
+
+async def warn_unless_connected(running: Running, after_s: float = 5.0) -> None:
+    """External broker: say once, on stderr, when it is not connected soon after the start.
+
+    Not fatal by design: the link keeps retrying in the background, as it does when a broker restarts under a
+    running replica, and the service serves the API (with /health saying the broker is down) meanwhile.
+    """
+    try:
+        await asyncio.wait_for(running.app.state.ctx.link.connected.wait(), after_s)
+    except TimeoutError:
+        target = BrokerTarget(running.settings.broker_url)
+        print(
+            f"fleet: warning: MQTT broker at {target.host}:{target.port} is unreachable or refused the login "
+            f"(not connected after {after_s:g} s) — check --broker-url (FLEET_BROKER_URL) and that the broker is "
+            "running; the service keeps retrying",
+            file=sys.stderr,
+            flush=True,
+        )
