@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
-from fleet_service.api import unavailable
+from fleet_service.api import db_errors
 from fleet_service.api.routes import (
     audit,
     auth,
@@ -88,7 +88,7 @@ def _install_limits_and_errors(app: FastAPI, settings: ServiceSettings) -> None:
         message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
         return JSONResponse({"detail": message or "invalid request", "errors": errors}, status_code=422)
 
-    unavailable.install(app)
+    db_errors.install(app)
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(_: Request, exc: ProtocolError) -> JSONResponse:

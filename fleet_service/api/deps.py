@@ -82,7 +82,8 @@ async def authenticate(conn: HTTPConnection, ctx: ServiceContext) -> Identity | 
                 user, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 user, secret = "", ""
-            identity = await asyncio.to_thread(ctx.auth.device, user, secret) if user else None
+            # A malformed id names no unit (and PostgreSQL could not even look up one with a NUL in it)
+            identity = await asyncio.to_thread(ctx.auth.device, user, secret) if is_device_id(user) else None
             who = f"unit {user}" if is_device_id(user) else "a malformed unit id"
         if identity is None and ctx.limits is not None:
             ip = source_ip(conn)

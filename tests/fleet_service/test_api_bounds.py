@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.services import FreshDatabase, postgres_available, require
-from tests.support.stack import StackThread, settings_for
+from tests.fleet_service.stack_on import stack_on
+from tests.support.stack import StackThread
 
 HUGE = "99999999999999999999"  # past a 64-bit integer
 UNIT = "bounds-1"
@@ -14,23 +14,13 @@ UNIT = "bounds-1"
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request, tmp_path_factory):
-    overrides = {"database_url": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
-    with StackThread(settings_for(tmp_path_factory.mktemp("bounds"), **overrides)) as st:
+    with stack_on(request.param, tmp_path_factory.mktemp("bounds")) as st:
         with st.client() as api:
             assert api.post("/api/devices", json={"id": UNIT}).status_code == 201
             r = api.post("/api/rollouts", json={"command": "ping", "device_ids": [UNIT]})
             assert r.status_code == 201, r.text
             st.rollout_id = r.json()["id"]
         yield st
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """One fresh PostgreSQL database for the module's stack (the root fixture is per test)."""
-    reason = postgres_available()
-    require(reason is None, reason or "")
-    with FreshDatabase() as url:
-        yield url
 
 
 def _refused(stack: StackThread, path: str, name: str, value: str, **kw) -> None:

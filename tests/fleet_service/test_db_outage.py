@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from fleet_service.api.unavailable import database_unavailable
+from fleet_service.api.db_errors import database_unavailable
 from tests.support.auth import bearer, token_for
 from tests.support.services import PG_ADMIN_DSN, wait_for
 from tests.support.stack import ADMIN_TOKEN, StackThread, settings_for

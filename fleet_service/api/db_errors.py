@@ -1,9 +1,13 @@
-"""A database that cannot be reached answers 503 with Retry-After on every route, as `/health` says, not a bare 500.
+"""Database errors answered as what they are, on every route, instead of a bare 500.
 
-What counts as unavailable: SQLAlchemy's pool timing out, a connection the database dropped, any PostgreSQL
-OperationalError (refused or lost connections, shutdown, statement cancelled, out of disk), and the SQLite errors
-of a file that is locked, read-only, unreadable or gone. Anything else (a constraint, a programming error) stays
-a 500, so real bugs are not hidden behind "try again".
+A database that cannot be reached: 503 with Retry-After, as `/health` says. What counts as unavailable:
+SQLAlchemy's pool timing out, a connection the database dropped, any PostgreSQL OperationalError (refused or
+lost connections, shutdown, statement cancelled, out of disk), and the SQLite errors of a file that is locked,
+read-only, unreadable or gone. Anything else (a constraint, a programming error) stays a 500, so real bugs are
+not hidden behind "try again".
+
+Text with a NUL character, which PostgreSQL cannot store or compare (SQLite can): 422, whichever path, query or
+body field carried it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
-__all__ = ["RETRY_AFTER_S", "database_unavailable", "install"]
+__all__ = ["RETRY_AFTER_S", "database_unavailable", "install", "nul_in_text"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,14 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def nul_in_text(exc: BaseException) -> bool:
+    exc = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(exc, psycopg.DataError) and "NUL (0x00)" in str(exc)
+
+
 async def _answer(conn: HTTPConnection, exc: Exception) -> Response | None:
+    if nul_in_text(exc) and not isinstance(conn, WebSocket):
+        return JSONResponse({"detail": "text must not contain NUL (0x00) characters"}, status_code=422)
     if not database_unavailable(exc):
         raise exc  # a 500 from the server error middleware, logged with its traceback as before
     log.warning("database unavailable for %s: %s", conn.url.path, str(exc).splitlines()[0][:200])
@@ -62,5 +73,5 @@ async def _answer(conn: HTTPConnection, exc: Exception) -> Response | None:
 
 
 def install(app: FastAPI) -> None:
-    for kind in (DBAPIError, PoolTimeout, psycopg.OperationalError, sqlite3.OperationalError):
+    for kind in (DBAPIError, PoolTimeout, psycopg.OperationalError, psycopg.DataError, sqlite3.OperationalError):
         app.add_exception_handler(kind, _answer)
