@@ -6,10 +6,11 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request
 from pydantic import AfterValidator
@@ -26,6 +27,7 @@ from protocol.ids import check_device_id, is_device_id
 log = logging.getLogger(__name__)
 
 MAX_OFFSET = 10**9
+MAX_JSON_DEPTH = 32  # config documents and command args: far past any real one, far below the serializers' limits
 MAX_TS_MS = 10**14  # the protocol's bound on timestamps (protocol.payloads.Ts): year 5138
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also says yes to "³", which int() refuses
 
@@ -42,6 +44,25 @@ def _device_id(value: str) -> str:
 
 # A request field holding a new unit's id: 422 with the id rule when it breaks it.
 DeviceIdField = Annotated[str, AfterValidator(_device_id)]
+
+
+def check_json_document(value: Any, what: str) -> Any:
+    """ValueError for a document nested past MAX_JSON_DEPTH or holding NaN/Infinity, which are not JSON (Python
+    reads 1e400 as inf) and which PostgreSQL refuses to store."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"{what} is nested too deep (at most {MAX_JSON_DEPTH} levels)")
+            pending.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{what} holds NaN or Infinity (or a number past 1e308), which JSON does not allow")
+    return value
+
+
+# A free-form JSON object stored and sent on as given (command args).
+JsonObject = Annotated[dict[str, Any], AfterValidator(lambda v: check_json_document(v, "args"))]
 
 
 def get_ctx(request: Request) -> ServiceContext:

@@ -10,6 +10,7 @@ from tests.support.stack import StackThread
 
 HUGE = "99999999999999999999"  # past a 64-bit integer
 UNIT = "bounds-1"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -85,3 +86,36 @@ def test_if_match_versions_are_bounded(stack):
             assert r.status_code == 422 and "If-Match" in r.json()["detail"], r.text
             r = api.put("/api/config/groups/bounds", json={"a": 1}, headers={"If-Match": value})
             assert r.status_code == 422 and "If-Match" in r.json()["detail"], r.text
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity"])
+def test_command_and_rollout_args_take_only_json_numbers(stack, number):
+    # Python's JSON parser turns these into float inf/nan; PostgreSQL's json type refuses them when stored
+    bodies = {
+        f"/api/devices/{UNIT}/commands": '{"name": "ping", "args": {"x": NUMBER}}',
+        "/api/rollouts": '{"command": "ping", "device_ids": ["UNIT"], "args": {"x": [NUMBER]}}'.replace("UNIT", UNIT),
+    }
+    with stack.client() as api:
+        for path, body in bodies.items():
+            r = api.post(path, content=body.replace("NUMBER", number), headers=JSON)
+            assert r.status_code == 422 and "args" in r.json()["detail"], (path, r.status_code, r.text)
+
+
+def test_json_documents_have_a_bounded_depth(stack):
+    deep, fine = "[" * 300 + "1" + "]" * 300, "[" * 20 + "1" + "]" * 20  # pydantic cannot even answer the deep one
+    rollout = '{"command": "ping", "device_ids": ["UNIT"], "args": {"x": DOC}}'.replace("UNIT", UNIT)
+    with stack.client() as api:
+
+        def send(method: str, path: str, body: str, doc: str):
+            return api.request(method, path, content=body.replace("DOC", doc), headers=JSON)
+
+        for method, path, body in [
+            ("PUT", f"/api/devices/{UNIT}/config", '{"x": DOC}'),
+            ("PUT", "/api/config/groups/deep", '{"x": DOC}'),
+            ("POST", f"/api/devices/{UNIT}/commands", '{"name": "ping", "args": {"x": DOC}}'),
+            ("POST", "/api/rollouts", rollout),
+        ]:
+            r = send(method, path, body, deep)
+            assert r.status_code == 422 and "deep" in r.json()["detail"], (path, r.status_code, r.text)
+        assert send("PUT", f"/api/devices/{UNIT}/config", '{"x": DOC}', fine).status_code == 200
+        assert api.get(f"/api/devices/{UNIT}/config").status_code == 200

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
-from fleet_service.api.deps import Ctx, Offset, Operator, Viewer, load_device
+from fleet_service.api.deps import Ctx, JsonObject, Offset, Operator, Viewer, load_device
 from fleet_service.commands import MAX_TIMEOUT_S, MAX_TTL_S, CommandError
 from fleet_service.commands_state import STATES
 from fleet_service.models import Command, CommandEvent, command_public, iso
@@ -19,7 +19,7 @@ router = APIRouter(tags=["commands"])
 
 class CommandRequest(BaseModel):
     name: str
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: JsonObject = Field(default_factory=dict)
     ttl_s: int | None = Field(default=None, ge=1, le=MAX_TTL_S)
     timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Response
 
-from fleet_service.api.deps import Ctx, Operator, Viewer
+from fleet_service.api.deps import Ctx, Operator, Viewer, check_json_document
 from fleet_service.config_schema import ConfigInvalid, describe
 from fleet_service.group_config import VersionConflict
 
@@ -24,6 +24,14 @@ def parse_if_match(value: str | None) -> int | None:
     if not VERSION_RE.fullmatch(text):
         raise HTTPException(422, f"If-Match must be the desired version number, e.g. \"3\"; got {value!r}")
     return int(text)
+
+
+def json_document(value: Any, what: str) -> Any:
+    """The body as it came, or 422 when it is nested too deep or holds NaN/Infinity."""
+    try:
+        return check_json_document(value, what)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("/api/config/schema")
@@ -53,7 +61,7 @@ async def put_config(
     """Set the unit's own config (merged over its tags' defaults); bumps desired_version and publishes it."""
     expected = parse_if_match(if_match)
     try:
-        desired = await ctx.configs.put_device(device_id, config, expected)
+        desired = await ctx.configs.put_device(device_id, json_document(config, "the config"), expected)
     except ConfigInvalid as exc:
         raise HTTPException(422, str(exc)) from None
     except LookupError:
@@ -67,4 +75,4 @@ async def put_config(
     return {**view, "desired": desired.config, "desired_version": desired.version}
 
 
-__all__ = ["router", "parse_if_match"]
+__all__ = ["json_document", "parse_if_match", "router"]

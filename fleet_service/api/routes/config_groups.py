@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
 
 from fleet_service.api.deps import Ctx, Operator, Viewer
-from fleet_service.api.routes.config import parse_if_match
+from fleet_service.api.routes.config import json_document, parse_if_match
 from fleet_service.api.routes.devices import TAG_RE
 from fleet_service.config_schema import ConfigInvalid
 from fleet_service.group_config import VersionConflict
@@ -50,8 +50,8 @@ async def put_group(
     """Set the defaults of every unit tagged `tag`; each affected unit gets its new effective config."""
     expected = parse_if_match(if_match)
     try:
-        group, changed = await ctx.configs.put_group(_check_tag(tag), config, priority=priority, if_match=expected,
-                                                     updated_by=who.label)
+        group, changed = await ctx.configs.put_group(_check_tag(tag), json_document(config, "the group config"),
+                                                     priority=priority, if_match=expected, updated_by=who.label)
     except ConfigInvalid as exc:
         raise HTTPException(422, str(exc)) from None
     except VersionConflict as exc:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import String, cast
 from sqlmodel import Session, col, select
 
-from fleet_service.api.deps import Ctx, Offset, Operator, Viewer
+from fleet_service.api.deps import Ctx, JsonObject, Offset, Operator, Viewer
 from fleet_service.api.routes.devices import TAG_RE
 from fleet_service.commands import MAX_TIMEOUT_S, MAX_TTL_S, CommandError, check_limits, validate
 from fleet_service.models import Device
@@ -25,7 +25,7 @@ MAX_UNITS = 20_000
 class RolloutRequest(BaseModel):
     name: str = Field(default="", max_length=200)
     command: str = Field(description="restart, update, reboot, config_update or ping")
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: JsonObject = Field(default_factory=dict)
     tag: str | None = Field(default=None, description="every unit carrying this tag ...")
     device_ids: list[str] | None = Field(default=None, max_length=MAX_UNITS, description="... or these units, in order")
     batch_size: int | None = Field(default=None, ge=1, le=MAX_UNITS)
