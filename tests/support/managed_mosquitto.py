@@ -50,7 +50,8 @@ def settings_overrides(files: Path) -> dict[str, Any]:
     }
 
 
-def start_managed_mosquitto(tmp_path: Path, mosquitto_factory, settings: ServiceSettings) -> ManagedMosquitto:
+def start_managed_mosquitto(tmp_path: Path, mosquitto_factory, settings: ServiceSettings,
+                            extra_config: str = "") -> ManagedMosquitto:
     """Write the files from the (migrated) database, start Mosquitto on them, record its PID."""
     files = Path(settings.mosquitto_password_file).parent
     service_port = BrokerTarget(settings.broker_url).port
@@ -66,7 +67,8 @@ def start_managed_mosquitto(tmp_path: Path, mosquitto_factory, settings: Service
         f"password_file {files / 'passwd'}\n"
         f"acl_file {files / 'acl'}\n"
         "message_size_limit 262144\n"
-        f"listener {service_port} 127.0.0.1\n"
+        + extra_config
+        + f"listener {service_port} 127.0.0.1\n"
     )
     Path(settings.mosquitto_pid_file).write_text(f"{broker.proc.pid}\n")
     return ManagedMosquitto(broker, service_port, files)

@@ -1,0 +1,182 @@
+"""Fault-injection parts: the service as a process to kill, log writers that number their lines, and the count.
+
+Used by tests/faults (short runs in CI) and benchmarks/fault_soak.py (the long soak). Every record is a line
+`<unit> n=<i>` written to a file an agent follows; at the end the database says which arrived, which are
+missing and which are stored twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+from fleet_service.db import make_engine
+from tests.support.services import free_port, wait_for
+from tests.support.stack import ADMIN_TOKEN
+
+
+class FleetUpProcess:
+    """`fleet up` (embedded broker + service + SQLite) as a child process on fixed ports: kill it, start it again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.http_port = free_port()
+        self.mqtt_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.data_dir / 'fleet.db'}"
+
+    def start(self, timeout: float = 60.0) -> FleetUpProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+        env["FLEET_ADMIN_TOKEN"] = ADMIN_TOKEN
+        cmd = [sys.executable, "-m", "fleet_cli.main", "up", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
+               "--http-port", str(self.http_port), "--mqtt-port", str(self.mqtt_port)]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with (self.workdir / f"fleet-up-{self.starts}.log").open("wb") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.starts += 1
+        wait_for(self._healthy, timeout=timeout, interval=0.2, what="fleet up to answer /health")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"fleet up exited with {self.proc.returncode}: {self.output()[-2000:]}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+
+    def output(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("fleet-up-*.log")))
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=15)
+
+
+class LineWriter:
+    """Appends `<unit> n=<i>` lines to a file at `rate` lines/s on a thread; `sent` is how many were written."""
+
+    def __init__(self, path: Path, unit: str, rate: float) -> None:
+        self.path = path
+        self.unit = unit
+        self.rate = rate
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"writer-{unit}")
+        path.touch()
+
+    def start(self) -> LineWriter:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        with self.path.open("a", buffering=1) as fh:
+            while not self._stop.is_set():
+                due = int((time.monotonic() - started) * self.rate)
+                while self.sent < due:
+                    fh.write(f"{self.unit} n={self.sent}\n")
+                    self.sent += 1
+                self._stop.wait(0.02)
+
+    def write_now(self, count: int) -> None:
+        """Write `count` lines at once (the thread must not be running)."""
+        with self.path.open("a") as fh:
+            fh.write("".join(f"{self.unit} n={self.sent + i}\n" for i in range(count)))
+        self.sent += count
+
+    def stop(self) -> int:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        return self.sent
+
+
+@dataclass
+class Tally:
+    unit: str
+    sent: int
+    stored: int  # distinct lines in the database
+    doubled: int  # rows beyond the first for a line stored more than once
+    reported_dropped: int  # what the unit said it had to drop (device.logs_dropped)
+    missing: list[int]
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.stored
+
+    def line(self) -> str:
+        return (f"{self.unit}: sent {self.sent}, stored {self.stored}, lost {self.lost}, doubled {self.doubled}, "
+                f"reported dropped {self.reported_dropped}")
+
+
+def tally(database_url: str, unit: str, sent: int) -> Tally:
+    """Count a unit's numbered lines in the database: what arrived, what is missing, what is there twice."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT msg, COUNT(*) FROM log_record WHERE device_id = :d GROUP BY msg"),
+                                {"d": unit}).all()
+            dropped = conn.execute(text("SELECT logs_dropped FROM device WHERE id = :d"), {"d": unit}).scalar()
+    finally:
+        engine.dispose()
+    seen: set[int] = set()
+    doubled = 0
+    prefix = f"{unit} n="
+    for msg, count in rows:
+        if msg.startswith(prefix):
+            seen.add(int(msg[len(prefix):]))
+            doubled += count - 1
+    missing = [n for n in range(sent) if n not in seen]
+    return Tally(unit, sent, len(seen & set(range(sent))), doubled, int(dropped or 0), missing)
+
+
+def wait_tallies(database_url: str, sent: dict[str, int], timeout: float, settled=None) -> list[Tally]:
+    """Wait until every unit's lines are all stored (or `settled(tally)` says the count is final)."""
+    done = settled or (lambda t: t.stored == t.sent)
+    deadline = time.monotonic() + timeout
+    while True:
+        tallies = [tally(database_url, unit, n) for unit, n in sent.items()]
+        if all(done(t) for t in tallies) or time.monotonic() > deadline:
+            return tallies
+        time.sleep(0.5)
+
+
+def kill_process(proc: subprocess.Popen, sig: int) -> None:
+    """Send `sig` and reap the process (SIGKILL after 10 s if it ignores the signal)."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
