@@ -69,65 +69,82 @@ class Outbox:
         size = sum(len(b) for b in bodies)
 
         def insert() -> None:
-            with self._lock, self.store.transaction() as db:
-                db.executemany("INSERT INTO logs (body) VALUES (?)", [(b,) for b in bodies])
-                for key, value in (positions or {}).items():
-                    set_meta(db, key, value)
-                self._log_bytes += size
-                if self._log_bytes > self.max_bytes:
-                    self._trim(db, int(self.max_bytes * 0.9))  # to 90 %, so a full outbox does not trim every time
+            trimmed = (0, 0)
+            with self._lock:
+                with self.store.transaction() as db:
+                    db.executemany("INSERT INTO logs (body) VALUES (?)", [(b,) for b in bodies])
+                    for key, value in (positions or {}).items():
+                        set_meta(db, key, value)
+                    if self._log_bytes + size > self.max_bytes:  # to 90 %, so a full outbox does not trim every time
+                        trimmed = self._trim(db, self._log_bytes + size - int(self.max_bytes * 0.9))
+                self._log_bytes += size  # committed: now the counts may change
+                self._dropped_now(*trimmed)
             if records:
                 self.changed.set()
 
         self._with_room(insert, size)
 
     def _with_room(self, write: Callable[[], T], size: int) -> T:
-        """Run a write; when the disk is full, drop the oldest log records to make room for it, then try again."""
+        """Run a write; when the disk is full, drop the oldest log records to make room for it, then try again.
+
+        Deleting needs disk space too (the WAL grows before the pages are freed), so the store keeps a reserve
+        file that is let go for exactly this, and taken back once there is room again."""
         try:
             return write()
         except sqlite3.OperationalError as exc:
             if not disk_full(exc):
                 raise
             first = exc
-        # Deleting needs a little space too (the WAL); free at least twice what the write needs, then retry.
+        self.store.release_reserve()
         try:
-            with self._lock, self.store.transaction() as db:
-                freed = self._trim(db, max(0, self._log_bytes - max(2 * size, 64 * 1024)))
-        except sqlite3.OperationalError as exc:
-            raise OutboxFull(f"disk full and no room to drop old records: {exc}") from first
-        if not freed:
-            raise OutboxFull("disk full and no log records left to drop") from first
-        try:
-            return write()
+            with self._lock:
+                with self.store.transaction() as db:
+                    trimmed = self._trim(db, max(2 * size, 64 * 1024))
+                self._dropped_now(*trimmed)
+            if not trimmed[0]:
+                raise OutboxFull("disk full and no log records left to drop") from first
+            self.store.checkpoint()  # hand the WAL's space back to the file system
+            try:
+                return write()
+            except sqlite3.OperationalError as exc:
+                if disk_full(exc):
+                    raise OutboxFull(f"disk still full after dropping {trimmed[0]} old records") from exc
+                raise
         except sqlite3.OperationalError as exc:
             if disk_full(exc):
-                raise OutboxFull(f"disk still full after dropping {freed} old records") from exc
+                raise OutboxFull(f"disk full and no room to drop old records: {exc}") from first
             raise
+        finally:
+            self.store.restore_reserve()
 
-    def _trim(self, db: sqlite3.Connection, target: int) -> int:
-        """Drop the oldest records until the logs take `target` bytes: first those never handed to the broker."""
-        dropped = 0
-        for spare in (True, False):
-            while self._log_bytes > target:
-                floor = self.published_upto if spare else 0
+    def _trim(self, db: sqlite3.Connection, need: int) -> tuple[int, int]:
+        """Delete the oldest records until `need` bytes are freed, first those never handed to the broker.
+
+        Returns (records, bytes); the caller applies them once the transaction committed."""
+        dropped = freed = 0
+        for floor in (self.published_upto, 0):
+            while freed < need:
                 rows = db.execute("SELECT seq, LENGTH(body) FROM logs WHERE seq > ? ORDER BY seq LIMIT 500",
                                   (floor,)).fetchall()
                 if not rows:
                     break
                 cut = []
                 for seq, size in rows:
-                    self._log_bytes -= size
+                    freed += size
                     cut.append((seq,))
-                    if self._log_bytes <= target:
+                    if freed >= need:
                         break
                 db.executemany("DELETE FROM logs WHERE seq = ?", cut)
                 dropped += len(cut)
-        if not dropped:
-            return 0
-        previous = db.execute("SELECT value FROM meta WHERE key = ?", (_DROPPED,)).fetchone()
-        set_meta(db, _DROPPED, str(int(previous[0]) + dropped if previous else dropped))
-        log.warning("outbox full: dropped the %s oldest log records", dropped)
-        return dropped
+        if dropped:
+            previous = db.execute("SELECT value FROM meta WHERE key = ?", (_DROPPED,)).fetchone()
+            set_meta(db, _DROPPED, str(int(previous[0]) + dropped if previous else dropped))
+        return dropped, freed
+
+    def _dropped_now(self, dropped: int, freed: int) -> None:
+        if dropped:
+            self._log_bytes = max(0, self._log_bytes - freed)
+            log.warning("outbox full: dropped the %s oldest log records", dropped)
 
     def add_message(
         self, topic: str, payload: bytes, retain: bool = False, also: Callable[[sqlite3.Connection], None] | None = None

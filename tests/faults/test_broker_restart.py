@@ -42,7 +42,7 @@ def test_a_broker_restart_under_two_replicas_loses_nothing(tmp_path, mosquitto_f
             unit = f"unit-{i}"
             secret = api.post("/api/devices", json={"id": unit}).json()["secret"]
             wait_for(lambda u=unit, s=secret: accepts(managed.unit_port, u, s) == 0, what=f"{unit} accepted")
-            writer = LineWriter(tmp_path / f"{unit}.log", unit, RATE)
+            writer = LineWriter(tmp_path / f"{unit}.lines", unit, RATE)
             agents.start(managed.unit_port, unit, secret, "--log-file", str(writer.path), *AGENT_OPTIONS)
             writers.append(writer)
         try:

@@ -25,7 +25,7 @@ def start_agents(tmp_path, mqtt_port: int, secrets: dict[str, str]) -> tuple[Age
     agents = AgentProcesses(tmp_path)
     writers = []
     for unit, secret in secrets.items():
-        writer = LineWriter(tmp_path / f"{unit}.log", unit, rate=0)
+        writer = LineWriter(tmp_path / f"{unit}.lines", unit, rate=0)
         agents.start(mqtt_port, unit, secret, "--log-file", str(writer.path), *AGENT_OPTIONS)
         writers.append(writer)
     return agents, writers
