@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlmodel import Session, col, func, select
 
-from fleet_service.api.deps import Admin, Ctx, Offset, parse_time
+from fleet_service.api.deps import Admin, Ctx
+from fleet_service.api.params import Offset, parse_time
 from fleet_service.models import AuditEntry, audit_public
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])

@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
-from fleet_service.api.deps import Ctx, JsonObject, Offset, Operator, Viewer, load_device
+from fleet_service.api.deps import Ctx, Operator, Viewer, load_device
+from fleet_service.api.params import JsonObject, Offset
 from fleet_service.commands import MAX_TIMEOUT_S, MAX_TTL_S, CommandError
 from fleet_service.commands_state import STATES
 from fleet_service.models import Command, CommandEvent, command_public, iso

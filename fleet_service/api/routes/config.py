@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Response
 
-from fleet_service.api.deps import Ctx, Operator, Viewer, check_json_document
+from fleet_service.api.deps import Ctx, Operator, Viewer
+from fleet_service.api.params import check_json_document
 from fleet_service.config_schema import ConfigInvalid, describe
 from fleet_service.group_config import VersionConflict
 

@@ -12,7 +12,8 @@ from sqlalchemy import String, and_, case, cast, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from fleet_service.api.deps import Admin, Ctx, DeviceIdField, Offset, Operator, Viewer, load_device
+from fleet_service.api.deps import Admin, Ctx, DeviceIdField, Operator, Viewer, load_device
+from fleet_service.api.params import Offset
 from fleet_service.enrollment import enroll, revoke, rotate_secret
 from fleet_service.models import Device, device_public, device_status
 

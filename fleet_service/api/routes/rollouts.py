@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import String, cast
 from sqlmodel import Session, col, select
 
-from fleet_service.api.deps import Ctx, JsonObject, Offset, Operator, Viewer
+from fleet_service.api.deps import Ctx, Operator, Viewer
+from fleet_service.api.params import JsonObject, Offset
 from fleet_service.api.routes.devices import TAG_RE
 from fleet_service.commands import MAX_TIMEOUT_S, MAX_TTL_S, CommandError, check_limits, validate
 from fleet_service.models import Device

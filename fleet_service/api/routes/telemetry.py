@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import func, or_
 from sqlmodel import Session, and_, col, select
 
-from fleet_service.api.deps import MAX_TS_MS, Ctx, Viewer, load_device, parse_time
+from fleet_service.api.deps import Ctx, Viewer, load_device
+from fleet_service.api.params import MAX_TS_MS, parse_time
 from fleet_service.models import LEVEL_NUMBERS, LogRecord, MetricSample, iso, log_public
 from protocol.ids import now_ms
 
