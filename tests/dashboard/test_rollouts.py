@@ -58,6 +58,8 @@ def test_cancel_needs_confirmation(open_page, fleet, sim):
     page.fill("#dialog-typed", "simulated")
     page.locator("dialog button[type=submit]").click()
     head = page.locator("#rollout-head")
+    # The first batch done (the rollout then waits 60 s): what the cancel leaves is exactly the other units.
+    expect(head.locator(".progress-text")).to_contain_text("50 succeeded", timeout=30_000)
     head.locator('button[data-action="cancel"]').click()
     page.locator("dialog button", has_text="Cancel rollout").click()
     expect(head.locator(".rollout-state")).to_have_text("canceled")
