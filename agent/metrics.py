@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -98,7 +99,8 @@ class Probe:
         plugin = self._plugin()
         if plugin:
             extra.update(plugin)
-        return Metrics(**values, services=services, extra=extra)
+        finite = {k: v for k, v in values.items() if not (isinstance(v, float) and not math.isfinite(v))}
+        return Metrics(**finite, services=services, extra=extra)
 
     def unit_state(self, unit: str) -> str:
         outcome = run_command(self.settings.check_command, min(10.0, self.settings.command_timeout), unit=unit)

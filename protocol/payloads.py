@@ -3,6 +3,7 @@
 Every payload is a UTF-8 JSON object with `"v": 1`; `ts` is integer ms since the epoch.
 """
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,8 @@ FINAL_RESULT_STATUSES = frozenset({"succeeded", "failed", "rejected", "expired"}
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical")
 
 MAX_ACK_IDS = 1000
+MAX_EXTRA_BYTES = 16 * 1024  # a unit's `extra` larger than this is replaced by {"_truncated_bytes": N}
+MAX_SERVICES = 64
 
 Ts = Field(ge=0, lt=10**14)
 # Every integer a unit sends fits a 64-bit database column, also when it arrives as a numeric string.
@@ -90,7 +93,8 @@ class Metrics(Payload):
     temp_c: float | None = None
     net_rx_bytes: Int64 | None = None
     net_tx_bytes: Int64 | None = None
-    services: dict[str, str] = Field(default_factory=dict)
+    services: dict[Annotated[str, Field(max_length=256)], Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=dict, max_length=MAX_SERVICES)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -100,6 +104,10 @@ class Metrics(Payload):
             merged = {**unknown, **self.extra}
             object.__setattr__(self, "extra", merged)
             self.__pydantic_extra__.clear()
+        # `extra` is stored with every sample and sent to every dashboard: one unit must not make it heavy.
+        size = len(json.dumps(self.extra, separators=(",", ":"), ensure_ascii=False, default=str))
+        if size > MAX_EXTRA_BYTES:
+            object.__setattr__(self, "extra", {"_truncated_bytes": size})
         return self
 
 

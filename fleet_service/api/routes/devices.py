@@ -92,8 +92,16 @@ def list_devices(
             if conditions else units
         rows = conn.execute(select(*LIST_COLUMNS).where(*conditions).order_by(order, Device.id)
                          .offset(offset).limit(limit)).all()
-    return {"items": [device_public(d) for d in rows], "total": total, "limit": limit, "offset": offset,
+    return {"items": [_light(device_public(d)) for d in rows], "total": total, "limit": limit, "offset": offset,
             "summary": {"units": units, "online": online, "offline": units - online, "failing": failing}}
+
+
+def _light(item: dict[str, Any]) -> dict[str, Any]:
+    """A list item carries the latest numbers only; `services` and `extra` are on the unit's own status."""
+    metrics = item.get("metrics")
+    if isinstance(metrics, dict):
+        item["metrics"] = {k: v for k, v in metrics.items() if k not in ("services", "extra")}
+    return item
 
 
 @router.post("", status_code=201)
