@@ -14,8 +14,11 @@ export function unitState(unit) {
       : unit.offline_reason === "disconnected" ? "disconnected" : "not connected";
     return { status: "offline", why: `Offline: ${why}` };
   }
-  const failed = failedServices(unit.metrics);
-  if (failed.length) return { status: "failing", why: `Failing: ${failed.map(([n]) => n).join(", ")} failed` };
+  // Live metrics carry every service; a list item only the failed ones and whether anything failed.
+  const live = unit.metrics && unit.metrics.services;
+  const failed = live ? failedServices(unit.metrics).map(([n]) => n) : unit.failed_services || [];
+  if (failed.length) return { status: "failing", why: `Failing: ${failed.join(", ")} failed` };
+  if (!live && unit.failing) return { status: "failing", why: "Failing: the unit reports a failed state" };
   return { status: "online", why: "Online" };
 }
 

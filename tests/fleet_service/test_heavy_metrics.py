@@ -27,5 +27,6 @@ def test_a_huge_extra_is_cut_to_a_marker_and_lists_stay_light(fleet):
     item = next(i for i in listing["items"] if i["id"] == "heavy-1")
     assert item["metrics"]["cpu_percent"] == 12.5
     assert "extra" not in item["metrics"] and "services" not in item["metrics"]
+    assert item["failed_services"] == [] and item["failing"] is False
     assert len(json.dumps(listing)) < MAX_EXTRA_BYTES  # one page of units stays small
     unit.stop_clean()

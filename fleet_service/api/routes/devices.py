@@ -26,7 +26,8 @@ FAILING = and_(Device.online == True, Device.failing == True)  # noqa: E712
 LIST_COLUMNS = (Device.id, Device.name, Device.tags, Device.created_at, Device.online, Device.last_seen,
                 Device.online_changed_at, Device.offline_reason, Device.software_version, Device.agent_version,
                 Device.boot_id, Device.hostname, Device.ips, Device.uptime_s, Device.last_metrics,
-                Device.logs_dropped, Device.reported_version, Device.desired_version, Device.config_status)
+                Device.logs_dropped, Device.reported_version, Device.desired_version, Device.config_status,
+                Device.failing)
 SORTS = {"id": Device.id, "name": Device.name, "last_seen": Device.last_seen, "status": Device.online,
          "software_version": Device.software_version}
 
@@ -92,15 +93,21 @@ def list_devices(
             if conditions else units
         rows = conn.execute(select(*LIST_COLUMNS).where(*conditions).order_by(order, Device.id)
                          .offset(offset).limit(limit)).all()
-    return {"items": [_light(device_public(d)) for d in rows], "total": total, "limit": limit, "offset": offset,
+    return {"items": [_light(device_public(d), d.failing) for d in rows], "total": total, "limit": limit,
+            "offset": offset,
             "summary": {"units": units, "online": online, "offline": units - online, "failing": failing}}
 
 
-def _light(item: dict[str, Any]) -> dict[str, Any]:
-    """A list item carries the latest numbers only; `services` and `extra` are on the unit's own status."""
+def _light(item: dict[str, Any], failing: bool) -> dict[str, Any]:
+    """A list item carries the latest numbers, whether the unit reports a failure and which services failed;
+    the whole `services` and `extra` are on the unit's own status."""
     metrics = item.get("metrics")
+    services = metrics.get("services") if isinstance(metrics, dict) else None
     if isinstance(metrics, dict):
         item["metrics"] = {k: v for k, v in metrics.items() if k not in ("services", "extra")}
+    item["failing"] = bool(failing) and bool(item["online"])
+    item["failed_services"] = sorted(n for n, s in services.items() if s == "failed") \
+        if isinstance(services, dict) else []
     return item
 
 
