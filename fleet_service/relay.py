@@ -26,6 +26,36 @@ CLOSE_RATE_LIMITED = 4429
 CLOSE_BROKER_DOWN = 4503
 
 
+class DropLog:
+    """Log a dropped relay message at most once per unit and reason per `interval_s`; the next line says how many
+    were not logged in between. Every drop is counted in `fleet_relay_dropped_total` whether logged or not."""
+
+    def __init__(self, registry: Registry, interval_s: float = 60.0, max_keys: int = 10_000) -> None:
+        self._registry = registry
+        self._interval = interval_s
+        self._max_keys = max_keys
+        self._last: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = defaultdict(int)
+        registry.describe("fleet_relay_dropped_total", "counter", "Relay messages dropped, by reason")
+
+    def drop(self, device_id: str, reason: str, message: str, *args: object) -> None:
+        self._registry.inc("fleet_relay_dropped_total", reason=reason)
+        key = (device_id, reason)
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._suppressed[key] += 1
+            return
+        if len(self._last) >= self._max_keys:
+            self._last.clear()
+            self._suppressed.clear()
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            message += f" ({suppressed} more since the last such line, not logged)"
+        log.warning(message, *args)
+
+
 @dataclass(eq=False)  # identity-hashed: each connection is its own controller
 class Controller:
     """One connected controller: an outgoing queue the WebSocket task drains, and a token bucket."""
@@ -53,6 +83,7 @@ class RelayHub:
         self._link = link
         self._registry = registry
         self._controllers: dict[str, set[Controller]] = defaultdict(set)
+        self._drops = DropLog(registry)
         registry.describe("fleet_relay_messages_total", "counter", "Relayed signalling messages, by direction")
         registry.gauge_callback("fleet_relay_controllers", lambda: self.controller_count)
 
@@ -87,12 +118,14 @@ class RelayHub:
         except ProtocolError:
             return
         if len(payload) > MAX_RELAY_BYTES:
-            log.warning("relay message from %s over %d bytes dropped", device_id, MAX_RELAY_BYTES)
+            self._drops.drop(device_id, "too_large", "relay message from %s over %d bytes dropped", device_id,
+                             MAX_RELAY_BYTES)
             return
         text = payload.decode("utf-8", "replace")
         for controller in list(self._controllers.get(device_id, ())):
             try:
                 controller.queue.put_nowait(text)
             except asyncio.QueueFull:
-                log.warning("controller %s of %s is not reading; message dropped", controller.identity, device_id)
+                self._drops.drop(device_id, "controller_full", "controller %s of %s is not reading; message dropped",
+                                 controller.identity, device_id)
         self._registry.inc("fleet_relay_messages_total", direction="up")
