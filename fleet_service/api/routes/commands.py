@@ -14,8 +14,24 @@ from fleet_service.commands import MAX_TIMEOUT_S, MAX_TTL_S, CommandError
 from fleet_service.commands_state import STATES
 from fleet_service.models import Command, CommandEvent, command_public, iso
 from fleet_service.security import Identity
+from protocol.ids import new_id, now_ms
+from protocol.payloads import Command as CommandMessage
+from protocol.payloads import encode
 
 router = APIRouter(tags=["commands"])
+# The brokers refuse a message over protocol.payloads.MAX_PAYLOAD_BYTES (256 KiB), after which a stored command
+# would never arrive and be sent again on every reconnect: its message must fit well within that.
+MAX_COMMAND_BYTES = 128 * 1024
+
+
+def check_command_size(name: str, args: dict[str, Any]) -> None:
+    """422 naming the limit when the command's MQTT message (`fleet/{id}/cmd`) would be over MAX_COMMAND_BYTES."""
+    now = now_ms()
+    message = CommandMessage(id=new_id(), name=name, args=args, ts=now, expires_at=now + MAX_TTL_S * 1000)
+    size = len(encode(message))
+    if size > MAX_COMMAND_BYTES:
+        raise HTTPException(422, f"the command would be a {size}-byte message to the unit; at most "
+                                 f"{MAX_COMMAND_BYTES} bytes are allowed: make args smaller")
 
 
 class CommandRequest(BaseModel):
@@ -41,6 +57,7 @@ class RestartRequest(SimpleRequest):
 
 
 async def _create(ctx, device_id: str, who: Identity, name: str, args: dict, ttl_s=None, timeout_s=None):
+    check_command_size(name, args)
     try:  # the unit is looked up in the transaction that stores the command
         cmd = await ctx.dispatcher.create(device_id, name, args, ttl_s=ttl_s, timeout_s=timeout_s,
                                           created_by=who.label)

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from fleet_service.api.deps import Ctx, Operator, Viewer
 from fleet_service.api.params import JsonObject, Offset
+from fleet_service.api.routes.commands import check_command_size
 from fleet_service.api.routes.devices import TAG_RE
 from fleet_service.commands import MAX_TIMEOUT_S, MAX_TTL_S, CommandError, check_limits, validate
 from fleet_service.models import Device
@@ -78,6 +79,7 @@ async def create_rollout(body: RolloutRequest, ctx: Ctx, who: Operator) -> dict[
         check_limits(body.ttl_s, body.timeout_s)
     except CommandError as exc:
         raise HTTPException(422, str(exc)) from None
+    check_command_size(body.command, args)
     ids = await asyncio.to_thread(_targets, ctx, body)
     size = body.batch_size or max(1, math.ceil(len(ids) * (body.batch_percent or 10) / 100))
     plan = Plan(command=body.command, args=args, device_ids=ids,
