@@ -34,6 +34,7 @@ from fleet_service.api.routes import (
 from fleet_service.audit import AuditMiddleware
 from fleet_service.body_limit import BodyLimitMiddleware
 from fleet_service.config import ServiceSettings
+from fleet_service.connections import PerIdentityLimit
 from fleet_service.context import ServiceContext
 from fleet_service.websessions import SessionAuth
 from protocol import ProtocolError
@@ -65,6 +66,8 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: Any = None) ->
                    audit, config_groups, rollouts):
         app.include_router(module.router)
     app.state.session_auth = SessionAuth(app.state.ctx.sessions)
+    app.state.event_streams = PerIdentityLimit(settings.events_streams_per_identity)
+    app.state.relay_sockets = PerIdentityLimit(settings.relay_sockets_per_identity)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(AuditMiddleware, engine=engine)
     _install_limits_and_errors(app, settings)

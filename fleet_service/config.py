@@ -90,6 +90,13 @@ class ServiceSettings(BaseSettings):
             return self.shared_subscriptions
         return not self.embedded
 
+    # connection caps (issue 11 item 14): beyond http_max_connections uvicorn answers 503; a request must be
+    # received (head and body) within http_read_timeout_s of its first byte or the connection is closed
+    http_max_connections: int = Field(default=1000, ge=2)
+    http_read_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    events_streams_per_identity: int = Field(default=10, ge=1)  # concurrent GET /api/events per credential
+    relay_sockets_per_identity: int = Field(default=32, ge=1)  # concurrent relay WebSockets per credential
+
 
 def _default_database_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'fleet.db').resolve()}"

@@ -22,6 +22,7 @@ from fleet_cli.errors import USAGE, StartupError, listen_error, path_reason
 from fleet_service.app import create_app
 from fleet_service.bootstrap import ensure_admin_token
 from fleet_service.config import BrokerTarget, ServiceSettings, open_database
+from fleet_service.connections import read_timeout_protocol
 from fleet_service.presence import mark_all_offline
 from protocol.ids import SERVICE_USERNAME
 
@@ -161,7 +162,9 @@ async def start(settings: ServiceSettings) -> Running:
         if engine is not None:
             engine.dispose()
         raise
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3,
+                            limit_concurrency=settings.http_max_connections,
+                            http=read_timeout_protocol(settings.http_read_timeout_s))
     server = _Server(config)
     running = Running(settings, app, sock.getsockname()[1], broker.port if broker else None, None, broker, server)
 

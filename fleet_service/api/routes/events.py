@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from fleet_service.api.deps import Ctx, Viewer
 
@@ -16,11 +17,25 @@ KEEPALIVE_S = 15.0
 MAX_CHUNK_EVENTS = 500
 
 
+class _EventStream(StreamingResponse):
+    """Gives its caller's stream slot back however the response ends (also when its body never started)."""
+
+    def __init__(self, *args, release, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 @router.get("/api/events")
 async def events(
     request: Request,
     ctx: Ctx,
-    _: Viewer,
+    who: Viewer,
     device_id: Annotated[str | None, Query(description="only this unit's events")] = None,
     types: Annotated[str | None, Query(description="comma-separated event types")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -30,6 +45,11 @@ async def events(
         resume = int(last_event_id) if last_event_id else None
     except ValueError:
         resume = None
+
+    streams = request.app.state.event_streams
+    if not streams.acquire(who.label):
+        raise HTTPException(429, f"at most {streams.limit} event streams at a time per credential; close one first",
+                            headers={"Retry-After": "5"})
 
     def wanted_event(event) -> bool:
         return (not device_id or event.device_id == device_id) and (not wanted or event.type in wanted)
@@ -73,5 +93,5 @@ async def events(
             await asyncio.gather(next_event, return_exceptions=True)
             await events_iter.aclose()
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return _EventStream(stream(), media_type="text/event-stream", release=lambda: streams.release(who.label),
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -58,6 +58,10 @@ async def relay(ws: WebSocket, device_id: str) -> None:
     if not device.online:
         await ws.close(CLOSE_UNIT_OFFLINE, f"unit {device_id} is offline")
         return
+    sockets = ws.app.state.relay_sockets
+    if not sockets.acquire(identity.label):
+        await ws.close(CLOSE_RATE_LIMITED, f"at most {sockets.limit} relay connections at a time per credential")
+        return
     controller = Controller(device_id, identity.label)
     ctx.relay.attach(controller)
     sender = asyncio.create_task(_pump(ws, controller))
@@ -85,6 +89,7 @@ async def relay(ws: WebSocket, device_id: str) -> None:
     finally:
         sender.cancel()
         ctx.relay.detach(controller)
+        sockets.release(identity.label)
 
 
 async def _pump(ws: WebSocket, controller: Controller) -> None:
