@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from fleet_service.api import db_errors
+from fleet_service.api.headers import SecurityHeadersMiddleware, install_docs
 from fleet_service.api.routes import (
     audit,
     auth,
@@ -59,7 +60,8 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: Any = None) ->
             await ctx.stop()
 
     app = FastAPI(title="Fleet", version="0.1.0", lifespan=lifespan,
-                  description="Fleet manager for edge video recorders")
+                  description="Fleet manager for edge video recorders", docs_url=None, redoc_url=None,
+                  openapi_url=None)  # see install_docs
     app.state.ctx = ServiceContext.build(settings, engine, broker)
     # claims before devices: `POST /api/devices/claim` is a route of its own, not a unit called "claim"
     for module in (system, auth, claims, devices, telemetry, commands, config, events, tokens, turn, relay, users,
@@ -71,6 +73,8 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: Any = None) ->
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(AuditMiddleware, engine=engine)
     _install_limits_and_errors(app, settings)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer, errors and the dashboard's included
+    install_docs(app, settings.api_docs)
     dashboard = resources.files("dashboard")
     app.mount("/", StaticFiles(directory=str(dashboard), html=True), name="dashboard")
     return app

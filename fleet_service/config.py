@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -96,6 +96,9 @@ class ServiceSettings(BaseSettings):
     http_read_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     events_streams_per_identity: int = Field(default=10, ge=1)  # concurrent GET /api/events per credential
     relay_sockets_per_identity: int = Field(default=32, ge=1)  # concurrent relay WebSockets per credential
+    # security headers (issue 11 item 15): /docs, /redoc and /openapi.json for signed-in callers (auth), anyone
+    # (public) or nobody (off)
+    api_docs: Literal["off", "auth", "public"] = "auth"
 
 
 def _default_database_url(data_dir: Path) -> str:
