@@ -7,13 +7,10 @@ the API and must get exactly the access the contract gives them, at runtime, wit
 from __future__ import annotations
 
 import base64
-import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,97 +18,28 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
+from fleet_service.config import BrokerTarget
 from fleet_service.db import make_engine, migrate
 from fleet_service.enrollment import enroll
 from fleet_service.mosquitto_admin import MosquittoFiles, password_hash, password_matches
-from protocol import ProtocolError
 from protocol.ids import SERVICE_USERNAME
-from protocol.topics import parse
-from tests.support.managed_mosquitto import SERVICE_SECRET, accepts, settings_overrides, start_managed_mosquitto
-from tests.support.services import Mosquitto, free_port, have_mosquitto, require, wait_for, wait_port
-from tests.support.stack import StackThread, settings_for
+from tests.support.managed_mosquitto import (
+    QUIET_S,
+    SERVICE_SECRET,
+    Probe,
+    accepts,
+    dynsec_plugin,
+    managed_stack,
+)
+from tests.support.services import free_port, have_mosquitto, require, wait_for, wait_port
 
-QUIET_S = 0.8  # how long "nothing arrives" is watched for
 REFUSED = 135  # paho's reason code for CONNACK "not authorized" (MQTT 3.1.1 return code 5)
-
-
-class Probe:
-    """A raw MQTT client that records everything: CONNACK, SUBACK codes, messages, disconnects."""
-
-    def __init__(self, port: int, username: str | None, password: str | None, client_id: str) -> None:
-        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
-        self.connack: int | None = None
-        self.disconnected = threading.Event()
-        self._connected = threading.Event()
-        self._subacks: queue.Queue[int] = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.client.reconnect_delay_set(0.05, 0.1)  # a refused probe is closed at once, not after paho's 1 s
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
-        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain))
-        self.client.on_subscribe = lambda c, u, mid, codes, p: self._subacks.put(mid)
-        self.client.connect("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-        wait_for(lambda: self.connack is not None, timeout=5, what=f"CONNACK for {client_id}")
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connack = reason_code.value
-        if self.connack == 0:
-            self._connected.set()
-
-    def subscribe(self, *filters: str) -> None:
-        for f in filters:
-            _, mid = self.client.subscribe(f, qos=1)
-            wait_for(lambda mid=mid: mid in list(self._subacks.queue), timeout=5, what=f"SUBACK for {f}")
-
-    def publish(self, topic: str, payload: bytes | dict, retain: bool = False) -> None:
-        data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
-        self.client.publish(topic, data, qos=1, retain=retain).wait_for_publish(5)
-
-    def drain(self, wait: float = QUIET_S, unit_topics_only: bool = False) -> list[tuple[str, bytes, bool]]:
-        time.sleep(wait)
-        out = []
-        while not self.messages.empty():
-            message = self.messages.get()
-            if unit_topics_only and not _is_unit_topic(message[0]):
-                continue  # e.g. the service's own cross-replica events under fleet/_events/
-            out.append(message)
-        return out
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture(scope="module")
 def managed(tmp_path_factory):
-    require(have_mosquitto(), "the mosquitto binary is not installed (apt install mosquitto)")
-    tmp = tmp_path_factory.mktemp("mosquitto-acl")
-    settings = settings_for(tmp, **settings_overrides(tmp / "mosquitto-files"))
-    started: list[Mosquitto] = []
-
-    def factory(extra: str) -> Mosquitto:
-        started.append(Mosquitto(workdir=tmp / "broker", extra_config=extra).start())
-        return started[-1]
-
-    broker = start_managed_mosquitto(tmp, factory, settings)
-    try:
-        with StackThread(settings) as stack:
-            wait_for(lambda: stack.ctx.link.connected.is_set(), what="service connected to Mosquitto")
-            yield stack, broker
-    finally:
-        for m in started:
-            m.stop()
-
-
-def _is_unit_topic(name: str) -> bool:
-    try:
-        parse(name)
-    except ProtocolError:
-        return False
-    return True
+    with managed_stack(tmp_path_factory.mktemp("mosquitto-acl")) as running:
+        yield running
 
 
 @pytest.fixture
@@ -163,7 +91,7 @@ def test_a_unit_receives_only_its_own_topics_even_with_wildcards(managed, observ
     a = _unit(broker, "acl-a", secret_a)
     b = _unit(broker, "acl-b", _enroll(stack, "acl-b"))
     b.subscribe("fleet/acl-b/cmd", "fleet/acl-b/config/desired")
-    # Mosquitto grants these subscriptions; its read ACL decides what is delivered through them.
+    # The dynamic security plugin refuses these (test_mosquitto_share_attack.py); the read ACL filters delivery too.
     a.subscribe("fleet/#", "#", "+/+/cmd", "fleet/+/config/desired", "fleet/acl-b/cmd", "fleet/acl-b/relay/down",
                 "$SYS/#", "fleet/acl-a/cmd")
     with stack.client() as api:
@@ -331,14 +259,16 @@ def test_the_shipped_mosquitto_conf_starts_and_serves_units_over_tls(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
     migrate(engine)
     _, secret = enroll(engine, "tls-unit")
-    MosquittoFiles(engine, tmp_path / "auth/passwd", tmp_path / "auth/acl", None, SERVICE_USERNAME,
-                   SERVICE_SECRET).sync()
-    engine.dispose()
     unit_port, service_port = free_port(), free_port()
+    # Mosquitto is not running yet: the plugin's file is written directly (no PID file means no broker).
+    MosquittoFiles(engine, tmp_path / "auth/passwd", tmp_path / "auth/acl", tmp_path / "auth/mosquitto.pid",
+                   SERVICE_USERNAME, SERVICE_SECRET, dynsec=BrokerTarget(f"mqtt://127.0.0.1:{unit_port}")).sync()
+    engine.dispose()
     shipped = (Path(__file__).parents[2] / "deploy/mosquitto/mosquitto.conf").read_text()
     conf = (("user root\n" if os.geteuid() == 0 else "") + shipped
             .replace("/fleet-mosquitto/", f"{tmp_path}/auth/").replace("/mosquitto/data/", f"{tmp_path}/data/")
             .replace("/mosquitto/certs/", f"{tmp_path}/certs/")
+            .replace("/usr/lib/mosquitto_dynamic_security.so", dynsec_plugin())
             .replace("log_dest stdout", f"log_dest file {tmp_path}/mosquitto.log")
             .replace("listener 8883\n", f"listener {unit_port} 127.0.0.1\n")
             .replace("listener 1884\n", f"listener {service_port} 127.0.0.1\n"))
@@ -349,23 +279,30 @@ def test_the_shipped_mosquitto_conf_starts_and_serves_units_over_tls(tmp_path):
         wait_port(unit_port)
         wait_port(service_port)
 
-        def tls_connack(username: str, password: str, client_id: str) -> int:
+        def tls_connack(username: str, password: str, client_id: str, subscribe: str | None = None) -> int:
+            """The CONNACK code, or with `subscribe` the SUBACK code of that filter."""
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
             client.tls_set(ca_certs=str(tmp_path / "certs/fullchain.pem"))
             client.tls_insecure_set(True)  # the test certificate names localhost, we dial 127.0.0.1
             client.username_pw_set(username, password)
             result: dict[str, int] = {}
             client.on_connect = lambda c, u, f, rc, p: result.setdefault("rc", rc.value)
+            client.on_subscribe = lambda c, u, mid, codes, p: result.setdefault("sub", codes[0].value)
             client.connect("127.0.0.1", unit_port)
             deadline = time.monotonic() + 5
-            while "rc" not in result and time.monotonic() < deadline:
+            while ("rc" not in result or (subscribe and "sub" not in result)) and time.monotonic() < deadline:
                 client.loop(timeout=0.05)
+                if subscribe and result.get("rc") == 0 and "asked" not in result:
+                    result["asked"] = client.subscribe(subscribe, qos=1)[0]
             client.disconnect()
-            return result.get("rc", -1)
+            return result.get("sub" if subscribe else "rc", -1)
 
         assert tls_connack("tls-unit", secret, "someone-else") == 0
         assert tls_connack("tls-unit", "wrong", "tls-unit") == REFUSED
+        assert tls_connack("tls-unit", secret, "tls-unit", subscribe="fleet/tls-unit/cmd") == 1
+        assert tls_connack("tls-unit", secret, "tls-unit", subscribe="$share/fleet/fleet/+/logs") == 0x80
         assert accepts(service_port, SERVICE_USERNAME, SERVICE_SECRET, client_id="fleet-service-x") == 0
+        assert accepts(service_port, "tls-unit", secret, client_id="fleet-service-x") == REFUSED
         log = (tmp_path / "mosquitto.log").read_text()
         assert "as tls-unit (" in log and "as someone-else" not in log  # client id forced to the username
     finally:
