@@ -35,6 +35,11 @@ class ServiceSettings(BaseSettings):
     ingest_batch_max: int = 1000
     ingest_batch_interval_ms: int = 100
     ingest_queue_max: int = 200_000
+    ingest_queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)  # units wait beyond this
+    unit_messages_per_s: float = Field(default=50.0, gt=0)  # each unit's ingest budget (burst: 10 s of it)
+    unit_bytes_per_s: float = Field(default=512 * 1024, gt=0)
+    unit_clock_window_s: float = Field(default=90 * 86_400, gt=0)  # a unit's ts older than this, or more than
+    unit_clock_ahead_s: float = Field(default=600, gt=0)  # this far ahead, is replaced by the receive time
     presence_timeout_s: float = 100.0  # no heartbeat for this long -> offline (second line behind the Will)
     presence_check_interval_s: float = 5.0
     log_retention_days: int = 30  # 0 keeps logs forever

@@ -13,10 +13,12 @@ from fleet_service.commands import Dispatcher
 from fleet_service.config import BrokerTarget, ServiceSettings
 from fleet_service.events import EventBus
 from fleet_service.group_config import DesiredConfigs
+from fleet_service.ingest.budget import UnitBudgets
 from fleet_service.ingest.embedded_link import EmbeddedLink
 from fleet_service.ingest.link import MqttLink
 from fleet_service.ingest.persister import Outcome
 from fleet_service.ingest.pipeline import Ingest
+from fleet_service.ingest.telemetry_path import ClockWindow
 from fleet_service.mosquitto_admin import MosquittoFiles, MosquittoManager
 from fleet_service.presence import count_online, run_presence_sweeper
 from fleet_service.ratelimit import AuthLimits
@@ -62,7 +64,10 @@ class ServiceContext:
         registry = standard_registry()
         bus = EventBus(settings.events_buffer)
         ingest = Ingest(engine, registry, bus, batch_max=settings.ingest_batch_max,
-                        queue_max=settings.ingest_queue_max)
+                        queue_max=settings.ingest_queue_max, queue_max_bytes=settings.ingest_queue_max_bytes,
+                        budgets=UnitBudgets(settings.unit_messages_per_s, settings.unit_bytes_per_s),
+                        clock=ClockWindow(int(settings.unit_clock_window_s * 1000),
+                                          int(settings.unit_clock_ahead_s * 1000)))
         group = "fleet" if settings.use_shared_subscriptions else None
         # With an external broker other replicas may run: relay live events through it (embedded: one replica).
         event_relay: EventRelay | None = None  # set below, once the link it publishes through exists
@@ -137,6 +142,7 @@ class ServiceContext:
             asyncio.create_task(self.link.run(), name="mqtt-link"),
             asyncio.create_task(self.ingest.run(), name="ingest"),
             asyncio.create_task(self.ingest.acks.run(), name="ingest-acks"),
+            asyncio.create_task(self.ingest.run_refusals_writer(), name="ingest-refusals"),
             asyncio.create_task(self.dispatcher.run_sweeper(), name="command-sweeper"),
             asyncio.create_task(
                 run_presence_sweeper(self.engine, self.bus, s.presence_timeout_s, s.presence_check_interval_s),

@@ -59,6 +59,7 @@ class Device(SQLModel, table=True):
     last_metrics: dict[str, Any] = _json(dict)
     failing: bool = False  # the latest metrics report a state "failed" (set by ingest; counts while online)
     logs_dropped: int = _ms(default=0)
+    ingest_throttled: int = _ms(default=0)  # messages refused over the unit's ingest budget
 
     desired_config: dict[str, Any] = _json(dict)
     desired_version: int = 0
@@ -73,13 +74,14 @@ class LogRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("device_id", "rec_id", name="uq_log_device_rec"),
         Index("ix_log_device_ts", "device_id", "ts"),
-        Index("ix_log_ts", "ts"),  # retention
+        Index("ix_log_received", "received_at"),  # retention runs on the server's time
     )
 
     id: int | None = Field(default=None, sa_type=BIG_ID, primary_key=True)
     device_id: str = Field(max_length=63)
     rec_id: str = Field(max_length=64)
-    ts: int = _ms()
+    ts: int = _ms()  # the unit's time (replaced by received_at when far from the server's clock)
+    received_at: int | None = _ms(default=None, nullable=True)  # the server's time
     level: str = Field(max_length=16)
     level_no: int = 20
     source: str = Field(default="", max_length=128)
@@ -88,11 +90,12 @@ class LogRecord(SQLModel, table=True):
 
 class MetricSample(SQLModel, table=True):
     __tablename__ = "metric_sample"
-    __table_args__ = (Index("ix_metric_device_ts", "device_id", "ts"), Index("ix_metric_ts", "ts"))
+    __table_args__ = (Index("ix_metric_device_ts", "device_id", "ts"), Index("ix_metric_received", "received_at"))
 
     id: int | None = Field(default=None, sa_type=BIG_ID, primary_key=True)
     device_id: str = Field(max_length=63)
     ts: int = _ms()
+    received_at: int | None = _ms(default=None, nullable=True)
     cpu_percent: float | None = None
     mem_percent: float | None = None
     mem_used_bytes: int | None = _ms(default=None, nullable=True)
@@ -243,6 +246,7 @@ def device_status(d: Device) -> dict[str, Any]:
         "uptime_s": d.uptime_s,
         "metrics": d.last_metrics,
         "logs_dropped": d.logs_dropped,
+        "ingest_throttled": d.ingest_throttled,
         "config_in_sync": d.reported_version == d.desired_version and d.config_status != "failed",
     }
 

@@ -87,7 +87,9 @@ export function mount(root, route) {
     setText(glance, `CPU ${percent(m.cpu_percent)} · memory ${percent(m.mem_percent)} (${bytes(m.mem_used_bytes)}) · ` +
       `disk ${percent(m.disk_percent)} (${bytes(m.disk_free_bytes)} free) · ${celsius(m.temp_c)} · load ` +
       `${m.load1 === undefined || m.load1 === null ? "–" : m.load1.toFixed(2)}` +
-      (unit.logs_dropped ? ` · ${count(unit.logs_dropped)} log lines dropped while offline` : ""));
+      (unit.logs_dropped ? ` · ${count(unit.logs_dropped)} log lines dropped by the unit` : "") +
+      (unit.ingest_throttled ? ` · ${count(unit.ingest_throttled)} messages over its ingest budget (sent again later)`
+        : ""));
   }
 
   function paintServices() {

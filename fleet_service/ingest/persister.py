@@ -75,10 +75,14 @@ class _Write:
     drops: list[tuple[str, str, str]] = field(default_factory=list)  # (reason, source, detail)
     acks: AckBook = field(default_factory=AckBook)
     outcomes: list[Outcome] = field(default_factory=list)
+    clock: telemetry_path.ClockWindow = telemetry_path.CLOCK
+    restamped: int = 0
 
 
 class Persister:
-    def __init__(self, engine: Engine, registry: Registry, badlog: BadMessageLog) -> None:
+    def __init__(self, engine: Engine, registry: Registry, badlog: BadMessageLog,
+                 clock: telemetry_path.ClockWindow = telemetry_path.CLOCK) -> None:
+        self._clock = clock
         self._engine = engine
         self._registry = registry
         self._bad = badlog
@@ -120,6 +124,8 @@ class Persister:
             self._bad.drop(reason, source, detail)
         result.acks.merge(write.acks)
         result.outcomes.extend(write.outcomes)
+        if write.restamped:
+            self._registry.inc("fleet_ingest_restamped_total", write.restamped)
 
     def _decode(self, batch: list[Inbound], acks: AckBook) -> Iterable[tuple[str, Kind, Any, Inbound]]:
         received: Counter[str] = Counter()
@@ -145,7 +151,7 @@ class Persister:
                 self._registry.inc("fleet_ingest_messages_total", count, kind=kind_name)
 
     def _write(self, items: list[tuple[str, Kind, Any, Inbound]]) -> _Write:
-        write = _Write()
+        write = _Write(clock=self._clock)
         outcomes: list[Outcome] = []
         persisted: Counter[str] = Counter()
         with Session(self._engine, expire_on_commit=False) as session:
@@ -173,6 +179,7 @@ class Persister:
             if write.samples:
                 session.execute(MetricSample.__table__.insert(), write.samples)
             telemetry_path.write_updates(session, states)
+            write.restamped += sum(state.restamped for state in states.values())
             for device_id in touched:
                 session.add(devices[device_id])
             session.commit()
@@ -217,6 +224,7 @@ class Persister:
         state = telemetry_path.UnitState.of(device)
         events = _TELEMETRY[_KIND_OF[type(payload)]](state, payload, msg.received_ms, write)
         state.apply_to(device)
+        write.restamped += state.restamped
         return [Outcome(t, device.id, data) for t, data in events]
 
     def _result(self, session, device: Device, res: CommandResult, msg: Inbound, write: _Write) -> list[Outcome]:
@@ -261,13 +269,16 @@ _HANDLERS = {
 }
 _TELEMETRY = {
     Kind.HEARTBEAT: lambda state, hb, received, write: telemetry_path.heartbeat(state, hb, received),
-    Kind.METRICS: lambda state, m, received, write: telemetry_path.metrics(state, m, received, write.samples),
+    Kind.METRICS: lambda state, m, received, write: telemetry_path.metrics(state, m, received, write.samples,
+                                                                         write.clock),
     Kind.LOGS: lambda state, batch, received, write: _logs(state, batch, received, write),
 }
 
 
 def _logs(state: telemetry_path.UnitState, batch: LogBatch, received: int, write: _Write) -> list:
-    events = telemetry_path.logs(state, batch, received, write.logs)
+    events = telemetry_path.logs(state, batch, received, write.logs, write.clock)
     write.acks.stored(state.id, batch.ack_id)  # records already stored are skipped by the insert: still stored
     return events
+
+
 _KIND_OF = {Heartbeat: Kind.HEARTBEAT, Metrics: Kind.METRICS, LogBatch: Kind.LOGS}

@@ -8,33 +8,46 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiomqtt
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 
 from fleet_service.events import EventBus
 from fleet_service.ingest.acks import AckSender
 from fleet_service.ingest.badlog import BadMessageLog
+from fleet_service.ingest.budget import UnitBudgets
 from fleet_service.ingest.persister import DatabaseUnavailable, Inbound, Outcome, Persisted, Persister
+from fleet_service.ingest.telemetry_path import CLOCK, ClockWindow
+from fleet_service.models import Device
 from fleet_service.telemetry import Registry
 from protocol.ids import now_ms
 
 log = logging.getLogger(__name__)
+BATCH_MAX_BYTES = 8 * 1024 * 1024
 OutcomeListener = Callable[[Outcome], Awaitable[None] | None]
 RelayHandler = Callable[[str, bytes], Awaitable[None]]
 
 
 class Ingest:
     def __init__(self, engine: Engine, registry: Registry, bus: EventBus, *, batch_max: int = 1000,
-                 queue_max: int = 200_000) -> None:
+                 queue_max: int = 200_000, queue_max_bytes: int = 64 * 1024 * 1024,
+                 budgets: UnitBudgets | None = None, clock: ClockWindow = CLOCK) -> None:
         self._registry = registry
         self._bus = bus
         self.badlog = BadMessageLog(registry)
-        self._persister = Persister(engine, registry, self.badlog)
+        self._engine = engine
+        self._persister = Persister(engine, registry, self.badlog, clock)
         self.acks = AckSender(registry)  # its publish is set, and its run() started, by the service context
         self._batch_max = batch_max
         self.queue: asyncio.Queue[Inbound] = asyncio.Queue(queue_max)
+        self.budgets = budgets or UnitBudgets(50.0, 512 * 1024)
+        self._max_bytes = queue_max_bytes
+        self.queued_bytes = 0
+        self._room = asyncio.Event()  # set when queued_bytes went down
         self.listeners: list[OutcomeListener] = []
         self.relay_handler: RelayHandler | None = None
         registry.gauge_callback("fleet_ingest_queue_depth", self.queue.qsize)
+        registry.describe("fleet_ingest_queue_bytes", "gauge", "Payload bytes waiting in the ingest queue")
+        registry.gauge_callback("fleet_ingest_queue_bytes", lambda: self.queued_bytes)
 
     async def handle(self, message: aiomqtt.Message) -> None:
         """Called by the MQTT broker link for every message; waits (back-pressure) when the queue is full."""
@@ -47,7 +60,16 @@ class Ingest:
             if self.relay_handler is not None:
                 await self.relay_handler(topic, payload)
             return
+        unit = topic.split("/", 2)[1] if topic.count("/") >= 2 else topic
+        if not self.budgets.allow(unit, len(payload)):
+            self._registry.inc("fleet_ingest_dropped_total", reason="unit_budget")
+            return  # not stored, not acknowledged: a real unit sends it again later, within its budget
+        # Bounded in bytes as well as in messages: a queue of 256 KiB messages must not take the memory.
+        while self.queued_bytes and self.queued_bytes + len(payload) > self._max_bytes:
+            self._room.clear()
+            await self._room.wait()
         item = Inbound(topic, payload, now_ms(), retained)
+        self.queued_bytes += len(payload)
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -57,12 +79,16 @@ class Ingest:
         """Drain the queue in batches; a batch the database refuses is retried, never dropped."""
         while True:
             batch = [await self.queue.get()]
-            while len(batch) < self._batch_max:
+            size = len(batch[0].payload)
+            while len(batch) < self._batch_max and size < BATCH_MAX_BYTES:
                 try:
                     batch.append(self.queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
+                size += len(batch[-1].payload)
             result = await self._persist_with_retry(batch)
+            self.queued_bytes -= size  # counted until persisted: the batch in hand is memory too
+            self._room.set()
             self.acks.send(result.acks)
             self._registry.inc("fleet_ingest_batches_total")
             self._registry.set("fleet_ingest_lag_seconds", max(0, now_ms() - batch[0].received_ms) / 1000)
@@ -90,6 +116,26 @@ class Ingest:
                 log.exception("ingest batch of %d failed; not acknowledged, units will resend", len(batch))
                 self._registry.inc("fleet_ingest_dropped_total", len(batch), reason="internal_error")
                 return Persisted()
+
+    async def run_refusals_writer(self, interval_s: float = 2.0) -> None:
+        """Add the messages refused over each unit's budget to its `ingest_throttled`, every few seconds."""
+        while True:
+            await asyncio.sleep(interval_s)
+            refused = self.budgets.take_refused()
+            if not refused:
+                continue
+            try:
+                await asyncio.to_thread(self._write_refusals, refused)
+            except Exception as exc:  # the database is away: keep the counts for the next round
+                self.budgets.refused.update(refused)
+                log.warning("could not record refused messages: %s", exc)
+
+    def _write_refusals(self, refused: dict[str, int]) -> None:
+        table = Device.__table__
+        stmt = update(table).where(table.c.id == bindparam("b_id")).values(
+            ingest_throttled=table.c.ingest_throttled + bindparam("b_n"))
+        with self._engine.begin() as conn:
+            conn.execute(stmt, [{"b_id": unit, "b_n": n} for unit, n in sorted(refused.items())])
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is persisted (used on shutdown and in tests)."""

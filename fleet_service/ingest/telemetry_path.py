@@ -34,6 +34,7 @@ class UnitState:
     values: dict[str, Any] = field(default_factory=dict)
     dropped: int = 0  # log records the unit reported as dropped, added to logs_dropped
     dropped_total: int | None = None  # the unit's own running total: logs_dropped becomes at least this
+    restamped: int = 0  # records whose ts was too far from the server's clock (replaced by the receive time)
 
     @classmethod
     def of(cls, device: Device) -> UnitState:
@@ -54,6 +55,23 @@ def load_states(session: Session, ids: set[str]) -> dict[str, UnitState]:
         return {}
     rows = session.execute(select(Device.id, Device.online, Device.software_version).where(Device.id.in_(ids)))
     return {r.id: UnitState(r.id, bool(r.online), r.software_version or "") for r in rows}
+
+
+@dataclass(frozen=True)
+class ClockWindow:
+    """How far a unit's `ts` may be from the server's receive time before the receive time replaces it."""
+
+    behind_ms: int = 90 * 86_400_000
+    ahead_ms: int = 600_000
+
+    def stamp(self, state: UnitState, ts: int, received_ms: int) -> int:
+        if received_ms - self.behind_ms <= ts <= received_ms + self.ahead_ms:
+            return ts
+        state.restamped += 1
+        return received_ms
+
+
+CLOCK = ClockWindow()
 
 
 def heartbeat(state: UnitState, hb: Heartbeat, received_ms: int) -> list[Event]:
@@ -78,14 +96,17 @@ def heartbeat(state: UnitState, hb: Heartbeat, received_ms: int) -> list[Event]:
     return out
 
 
-def metrics(state: UnitState, m: Metrics, received_ms: int, samples: list[dict[str, Any]]) -> list[Event]:
+def metrics(state: UnitState, m: Metrics, received_ms: int, samples: list[dict[str, Any]],
+            clock: ClockWindow = CLOCK) -> list[Event]:
     row = {c: getattr(m, c) for c in METRIC_COLUMNS}
     latest = {k: value for k, value in row.items() if value is not None}
-    latest.update(ts=m.ts, services=m.services, extra=m.extra)
+    ts = clock.stamp(state, m.ts, received_ms)
+    latest.update(ts=ts, services=m.services, extra=m.extra)
     state.values["last_seen"] = received_ms
     state.values["last_metrics"] = latest
     state.values["failing"] = reports_failure(m.services) or reports_failure(m.extra)
-    samples.append({"device_id": state.id, "ts": m.ts, **row, "services": m.services, "extra": m.extra})
+    samples.append({"device_id": state.id, "ts": ts, "received_at": received_ms, **row, "services": m.services,
+                    "extra": m.extra})
     return [("metrics", {"device_id": state.id, **latest})]
 
 
@@ -101,8 +122,8 @@ def reports_failure(value: Any) -> bool:
     return False
 
 
-def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[str, str], dict[str, Any]]
-         ) -> list[Event]:
+def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[str, str], dict[str, Any]],
+         clock: ClockWindow = CLOCK) -> list[Event]:
     state.values["last_seen"] = received_ms
     state.dropped += batch.dropped
     if batch.dropped_total is not None:  # a resent batch repeats its total: a maximum never counts it twice
@@ -112,9 +133,10 @@ def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[s
         key = (state.id, r.id)
         if key in rows:
             continue
-        rows[key] = {"device_id": state.id, "rec_id": r.id, "ts": r.ts, "level": r.level,
+        ts = clock.stamp(state, r.ts, received_ms)
+        rows[key] = {"device_id": state.id, "rec_id": r.id, "ts": ts, "received_at": received_ms, "level": r.level,
                      "level_no": LEVEL_NUMBERS[r.level], "source": r.source, "msg": r.msg}
-        out.append(("log", {"device_id": state.id, "id": r.id, "ts": r.ts, "level": r.level, "source": r.source,
+        out.append(("log", {"device_id": state.id, "id": r.id, "ts": ts, "level": r.level, "source": r.source,
                             "msg": r.msg}))
     return out
 

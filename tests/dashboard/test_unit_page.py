@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 from protocol.ids import now_ms
 from protocol.topics import Kind
 from tests.dashboard.conftest import screenshot, wait_online
+from tests.support.services import wait_for
 from tests.support.unit import RawUnit
 
 pytestmark = pytest.mark.browser
@@ -159,3 +160,21 @@ def test_unknown_unit_says_so(open_page, fleet):
     page.goto(page.url.split("#")[0] + "#/units/no-such-unit")
     expect(page.locator("main h1")).to_have_text("Unit not found")
     expect(page.locator("main")).to_contain_text("no unit with id 'no-such-unit'")
+
+
+def test_a_unit_over_its_ingest_budget_says_so(open_page, fleet, enroll):
+    unit = enroll("bench-flood", ["bench"])
+    raw = RawUnit(unit.port, unit.id, unit.secret).connect()
+    try:
+        raw.birth()
+        hb = {"v": 1, "ts": now_ms(), "seq": 1, "uptime_s": 1, "hostname": "h"}
+        for _ in range(1200):  # far past the default burst of 500 messages
+            raw.publish(Kind.HEARTBEAT, hb, qos=0)
+        with fleet.api() as api:
+            wait_online(api, unit.id)
+            wait_for(lambda: api.get(f"/api/devices/{unit.id}").json()["ingest_throttled"] > 0, timeout=15,
+                     what="refusals recorded")
+        page = open_unit(open_page, unit.id)
+        expect(page.locator("#unit-glance")).to_contain_text("messages over its ingest budget")
+    finally:
+        raw.stop_clean()

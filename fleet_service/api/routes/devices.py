@@ -27,7 +27,7 @@ LIST_COLUMNS = (Device.id, Device.name, Device.tags, Device.created_at, Device.o
                 Device.online_changed_at, Device.offline_reason, Device.software_version, Device.agent_version,
                 Device.boot_id, Device.hostname, Device.ips, Device.uptime_s, Device.last_metrics,
                 Device.logs_dropped, Device.reported_version, Device.desired_version, Device.config_status,
-                Device.failing)
+                Device.failing, Device.ingest_throttled)
 SORTS = {"id": Device.id, "name": Device.name, "last_seen": Device.last_seen, "status": Device.online,
          "software_version": Device.software_version}
 
