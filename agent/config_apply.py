@@ -97,6 +97,8 @@ class ConfigApplier:
         path = self.settings.app_config_path
         assert path is not None
         previous = path.read_bytes() if path.exists() else None
+        # No mode: the unit's umask decides (0640 under the installed unit's UMask=0027); an existing file keeps
+        # its mode less the umask, so it never becomes wider. Never a fixed, world-readable 0644.
         write_atomic(path, data)
         lines = [f"wrote {path} ({len(data)} bytes)"]
         failure = self._restart(lines)

@@ -8,8 +8,10 @@
 # Makes a virtualenv in $FLEET_AGENT_PREFIX (default /opt/fleet-agent), installs the package into it, then
 # runs `python -m agent install` with the given options: it writes /etc/fleet-agent/agent.toml, the
 # root-only secret /etc/fleet-agent/secret, the hardened fleet-agent.service, a sudoers rule for exactly
-# the configured restart and reboot commands, creates the fleet-agent user and starts the service.
-# See agent/README.md for every option.
+# the command lines configured with `sudo -n` (by default the restart of each unit and the reboot), creates
+# the fleet-agent user and starts the service. It refuses, before writing anything, a command run as root
+# that the agent user could change (e.g. a script in the checkout it updates), and any sudoers rule when
+# `visudo` is missing (install the sudo package, or use --privilege polkit). See agent/README.md.
 set -eu
 
 # What gets installed is pinned and verified: the wheel of exactly FLEET_AGENT_VERSION, from a file or an https

@@ -90,15 +90,40 @@ def listen_http(host: str, port: int) -> socket.socket:
 
 
 def check_data_dir(path: Path) -> None:
-    """Create the data directory (database, TURN secret) and prove this user may write in it."""
+    """Create the data directory (database, TURN secret) and prove this user may write in it.
+
+    It holds password hashes, tokens and every unit's logs: the directory is 0700 and its files 0600. One that
+    an earlier version (or a wide umask) left open to others is tightened, and the log says so.
+    """
     fix = "pass --data-dir (FLEET_DATA_DIR) a directory this user can create and write"
     if path.exists() and not path.is_dir():
         raise StartupError(f"data directory {path} is a file, not a directory", fix)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as exc:
         raise StartupError(f"data directory {path} cannot be used: {path_reason(exc)}", fix) from exc
+    _tighten(path, 0o700)
+    for entry in path.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            _tighten(entry, 0o600)
+
+
+def _tighten(path: Path, wanted: int) -> None:
+    """chmod `path` to `wanted` when group or others may use it, with a warning (also when that fails)."""
+    try:
+        current = path.stat().st_mode & 0o7777
+    except FileNotFoundError:  # e.g. a -shm file another process just removed
+        return
+    if not current & 0o077:
+        return
+    try:
+        path.chmod(wanted)
+    except OSError as exc:
+        log.warning("%s is mode %04o, open to other users, and cannot be made %04o: %s", path, current, wanted,
+                    path_reason(exc))
+        return
+    log.warning("%s was mode %04o, open to other users; now %04o", path, current, wanted)
 
 
 def check_turn_settings() -> None:

@@ -101,3 +101,65 @@ def test_write_atomic_keeps_mode_and_replaces_in_one_step(tmp_path):
     assert target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o640
     assert target.stat().st_ino != inode  # renamed over, never written in place
     assert [p.name for p in tmp_path.iterdir()] == ["app.json"]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (as the agent's unit does with UMask=), restored afterwards."""
+    previous: list[int] = []
+
+    def set_umask(value: int) -> None:
+        old = os.umask(value)
+        previous[:] = previous or [old]
+
+    yield set_umask
+    if previous:
+        os.umask(previous[0])
+
+
+def test_the_app_config_is_created_with_the_units_umask_not_0644(broker, service, agents, setup, umask):
+    settings, app, _ = setup
+    umask(0o027)  # the installed unit's UMask=
+    agents(settings)
+    service.wait("unit-1", Kind.STATE)
+    service.publish("unit-1", Kind.CONFIG_DESIRED, {"v": 1, "version": 1, "config": {"fps": 30}})
+    assert service.wait("unit-1", Kind.CONFIG_REPORTED)[0]["status"] == "applied"
+    assert json.loads(app.read_text()) == {"fps": 30}
+    assert os.stat(app).st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("mask, existing, expected", [
+    (0o027, None, 0o640),   # new file: 0666 less the umask
+    (0o077, None, 0o600),
+    (0o027, 0o644, 0o640),  # a file an earlier version left world-readable is narrowed by the umask...
+    (0o022, 0o600, 0o600),  # ...and one the operator made narrower is never widened
+    (0o022, 0o664, 0o644),
+])
+def test_write_atomic_without_a_mode_follows_the_umask(tmp_path, umask, mask, existing, expected):
+    target = tmp_path / "app.json"
+    if existing is not None:
+        target.write_text("old")
+        os.chmod(target, existing)
+    umask(mask)
+    write_atomic(target, b"new")
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == expected
+    assert [p.name for p in tmp_path.iterdir()] == ["app.json"]
+
+
+def test_write_atomic_with_a_mode_sets_exactly_that_mode_whatever_the_umask(tmp_path, umask):
+    umask(0o077)
+    write_atomic(tmp_path / "turn.json", b"{}", 0o640)  # e.g. the TURN file the recorder's group reads
+    assert (tmp_path / "turn.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_write_atomic_leaves_the_file_alone_when_the_check_fails(tmp_path):
+    target = tmp_path / "rule"
+    target.write_text("old")
+
+    def refuse(tmp):
+        assert tmp.read_bytes() == b"new" and tmp.parent == tmp_path
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        write_atomic(target, b"new", 0o440, check=refuse)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["rule"]
