@@ -174,7 +174,8 @@ def _service_client(fleet, results: queue.Queue, result_topic: str) -> mqtt.Clie
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(result_topic, qos=1)
     client.on_subscribe = lambda c, u, mid, rc, p: subscribed.set()
     client.on_message = lambda c, u, m: results.put(json.loads(m.payload))
-    client.connect("127.0.0.1", fleet.mqtt_port)
+    # The service account is taken on the service listener only (the units' one refuses it).
+    client.connect("127.0.0.1", target.port if fleet.mosquitto is not None else fleet.mqtt_port)
     client.loop_start()
     assert subscribed.wait(10), "service client could not subscribe"
     return client
