@@ -15,7 +15,13 @@ import pytest
 from agent.config import load_settings
 from protocol.topics import Kind
 from tests.agent.conftest import Service
-from tests.support.services import mosquitto_passwd
+from tests.support.services import mosquitto_passwd, require
+
+
+def need_visudo() -> None:
+    """The installer checks every sudoers rule with visudo and refuses to install without it."""
+    require(bool(shutil.which("visudo") or Path("/usr/sbin/visudo").exists()),
+            "visudo is not installed (apt install sudo): the installer refuses to write a sudoers rule without it")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,6 +80,7 @@ def test_bad_settings_exit_2_with_a_message(tmp_path):
 
 
 def test_install_writes_config_secret_hardened_unit_and_a_narrow_sudoers_rule(tmp_path):
+    need_visudo()
     proc = fleet("agent", "install", "--root", str(tmp_path), "--device-id", "unit-7", "--secret", "s3cret-value",
                  "--broker-url", "mqtts://fleet.example:8883", "--unit", "recorder.service", "--unit", "web.service",
                  "--repo", "/opt/recorder", "--app-config-path", "/etc/recorder/config.json",
@@ -129,6 +136,7 @@ def test_install_refuses_without_a_secret(tmp_path):
 
 
 def test_install_lets_the_agent_write_its_turn_file(tmp_path):
+    need_visudo()
     proc = fleet("agent", "install", "--root", str(tmp_path), "--device-id", "unit-8", "--secret", "s3cret-value",
                  "--broker-url", "mqtt://fleet.example:1883", "--api-url", "https://fleet.example",
                  "--turn-file", "/run/recorder/turn.json", "--exec", "/usr/bin/fleet agent")
