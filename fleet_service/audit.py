@@ -1,4 +1,10 @@
-"""The audit log: every state-changing API call (who, what, target, when, result), never a request body."""
+"""The audit log: every state-changing API call (who, what, target, when, result), never a request body.
+
+Calls answered without a valid credential are noise anyone can make: each source address gets a budget of them as
+full rows (`FLEET_UNAUTHENTICATED_CHANGES_PER_SOURCE` per `FLEET_AUTH_WINDOW_S`); past it they are only counted in
+`fleet_http_unauthenticated_changes_total` (by route template and status), and routes that need a credential
+answer 429 (`api/deps.py`). Retention deletes rows older than `FLEET_AUDIT_RETENTION_DAYS` (`retention.py`).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ __all__ = ["AUDITED_METHODS", "AuditMiddleware", "record"]
 log = logging.getLogger(__name__)
 
 AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+UNAUTHENTICATED_METRIC = "fleet_http_unauthenticated_changes_total"
 # Path parameters that name what a call acts on, most specific first.
 TARGET_PARAMS = ("command_id", "token_id", "claim_id", "username", "rollout_id", "group_id", "device_id")
 
@@ -39,6 +46,18 @@ def _target(state: dict[str, Any], params: dict[str, Any]) -> str:
         if params.get(name):
             return str(params[name])
     return ""
+
+
+def _unauthenticated_within_budget(scope: Scope, route: str, status: int, source_ip: str) -> bool:
+    """Count a change answered without a valid credential; True while its source is within its budget of rows."""
+    ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
+    if ctx is None or ctx.limits is None:  # not inside the service's app: store it as before
+        return True
+    ctx.registry.describe(UNAUTHENTICATED_METRIC, "counter",
+                          "POST/PUT/PATCH/DELETE answered without a valid credential, by route template and status")
+    ctx.registry.inc(UNAUTHENTICATED_METRIC, route=route, status=str(status))
+    limiter = ctx.limits.unauthenticated(ctx.settings.unauthenticated_changes_per_source, ctx.settings.auth_window_s)
+    return not limiter.failed(source_ip)
 
 
 class AuditMiddleware:
@@ -74,19 +93,22 @@ class AuditMiddleware:
     async def _store(self, scope: Scope, status: int) -> None:
         state = scope.get("state") or {}
         identity = state.get("identity")
-        route = scope.get("route")
+        route = getattr(scope.get("route"), "path", "") or "(no route)"
         client = scope.get("client")
+        source_ip = client[0] if client else ""
+        if identity is None and not _unauthenticated_within_budget(scope, route, status, source_ip):
+            return
         try:
             await asyncio.to_thread(
                 record, self.engine,
                 actor=identity.label if identity else "anonymous",
                 role=identity.role if identity else "",
                 method=scope["method"],
-                route=getattr(route, "path", "") or "(no route)",
+                route=route,
                 path=scope["path"],
                 target=_target(state, scope.get("path_params") or {}),
                 status=status,
-                source_ip=client[0] if client else "",
+                source_ip=source_ip,
             )
         except Exception as exc:  # the database may be down; the call itself already happened
             log.warning("audit entry for %s %s not stored: %s", scope["method"], scope["path"], type(exc).__name__)

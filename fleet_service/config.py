@@ -52,11 +52,15 @@ class ServiceSettings(BaseSettings):
     session_idle_s: int = 8 * 3600
     session_max_age_s: int = 7 * 24 * 3600
     auth_window_s: float = 300.0  # failed logins/unit auths are counted over this window
-    auth_failures_per_user: int = 5  # failed logins per username in the window, then 429
+    auth_failures_per_user: int = 5  # failed logins per source IP and username in the window, then 429
     auth_failures_per_source: int = 20  # failed logins / unit auths / claims per source IP, then 429
     mosquitto_password_file: Path | None = None  # managed Mosquitto: the service writes these two files
     mosquitto_acl_file: Path | None = None
     mosquitto_pid_file: Path | None = None  # ... and sends SIGHUP to this PID to reload them
+
+    # issue 11: unauthenticated noise is counted, not stored; the audit log has a retention
+    unauthenticated_changes_per_source: int = Field(default=30, ge=1)  # per auth_window_s; then 429, not audited
+    audit_retention_days: int = Field(default=365, ge=0)  # 0 keeps audit entries forever
 
     @field_validator("broker_url")
     @classmethod

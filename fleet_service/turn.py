@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from turn_service import TurnConfigError, TurnIssuer, generate_secret, load_sett
 log = logging.getLogger(__name__)
 _LABELS = {
     "turn_credentials_issued_total": "provider",
-    "turn_credentials_issued_by_identity_total": "identity",
     "turn_errors_total": "kind",
     "turn_upstream_requests_total": "operation",
     "turn_upstream_errors_total": "reason",
@@ -47,12 +47,30 @@ def build_issuer(data_dir: Path, embedded: bool) -> tuple[TurnIssuer | None, str
         return None, f"TURN is not configured: {exc}"
 
 
+# The issuer counts per identity ("device:cam-1", "user:alice", "token:ci"); /metrics shows only the kind of
+# caller: anyone who may scrape it must not learn user or token names from it (nor get a series per unit).
+_BY_IDENTITY = "turn_credentials_issued_by_identity_total"
+_BY_KIND = "turn_credentials_issued_by_kind_total"
+_KINDS = {"device": "unit", "user": "user", "token": "token", "bootstrap": "token"}
+
+
+def caller_kind(identity: str) -> str:
+    return _KINDS.get(identity.partition(":")[0], "other")
+
+
 def register_metrics(registry: Registry, issuer: TurnIssuer) -> None:
-    for name in _LABELS:
+    for name in (*_LABELS, _BY_KIND):
         registry.describe(f"fleet_{name}", "counter", name.replace("_", " "))
 
     def collect() -> Iterable[tuple[str, dict[str, str], float]]:
         for name, series in issuer.counters().items():
+            if name == _BY_IDENTITY:
+                by_kind: Counter[str] = Counter()
+                for identity, value in series.items():
+                    by_kind[caller_kind(identity)] += value
+                for kind, value in by_kind.items():
+                    yield f"fleet_{_BY_KIND}", {"kind": kind}, value
+                continue
             label = _LABELS.get(name, "key")
             for key, value in series.items():
                 yield f"fleet_{name}", {label: key}, value

@@ -7,6 +7,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -14,6 +15,7 @@ from pydantic import AfterValidator
 from sqlmodel import Session
 from starlette.requests import HTTPConnection
 
+from fleet_service.audit import AUDITED_METHODS
 from fleet_service.context import ServiceContext
 from fleet_service.models import Device
 from fleet_service.ratelimit import FailureLimiter
@@ -58,30 +60,31 @@ async def authenticate(conn: HTTPConnection, ctx: ServiceContext) -> Identity | 
 
     Every bearer/Basic credential is checked, and a valid one is let in whatever else came from its address. A
     wrong one counts against the caller's source address; past the budget an HTTP request gets 429 instead of
-    401 (a WebSocket is simply refused).
+    401 (a WebSocket is simply refused). The try is counted before the check, so parallel guesses see each other.
     """
     header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
     if scheme in ("bearer", "basic") and value:
-        if scheme == "bearer":
-            identity = await asyncio.to_thread(ctx.auth.bearer, value.strip())
-            who = "an API token"
-        else:
-            try:
-                user, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user, secret = "", ""
-            # A malformed id names no unit (and PostgreSQL could not even look up one with a NUL in it)
-            identity = await asyncio.to_thread(ctx.auth.device, user, secret) if is_device_id(user) else None
-            who = f"unit {user}" if is_device_id(user) else "a malformed unit id"
-        if identity is None and ctx.limits is not None:
-            ip = source_ip(conn)
-            wait = ctx.limits.per_source.failed(ip)
-            if not wait:  # past the budget the caller is told so; the log is not flooded with its guesses
-                log.warning("failed authentication of %s from %s", who, ip)
-            elif conn.scope["type"] == "http":
-                raise throttled("too many failed authentications from this address; try again later", wait)
+        ip = source_ip(conn)
+        with ctx.limits.per_source.attempt(ip) if ctx.limits is not None else nullcontext() as attempt:
+            if scheme == "bearer":
+                identity = await asyncio.to_thread(ctx.auth.bearer, value.strip())
+                who = "an API token"
+            else:
+                try:
+                    user, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    user, secret = "", ""
+                # A malformed id names no unit (and PostgreSQL could not even look up one with a NUL in it)
+                identity = await asyncio.to_thread(ctx.auth.device, user, secret) if is_device_id(user) else None
+                who = f"unit {user}" if is_device_id(user) else "a malformed unit id"
+            if identity is None and attempt is not None:
+                wait = attempt.failed()
+                if not wait:  # past the budget the caller is told so; the log is not flooded with its guesses
+                    log.warning("failed authentication of %s from %s", who, ip)
+                elif conn.scope["type"] == "http":
+                    raise throttled("too many failed authentications from this address; try again later", wait)
         return identity
     session_auth = getattr(conn.app.state, "session_auth", None)
     if session_auth is not None:
@@ -92,6 +95,12 @@ async def authenticate(conn: HTTPConnection, ctx: ServiceContext) -> Identity | 
 async def identify(request: Request, ctx: Ctx) -> Identity:
     identity = await authenticate(request, ctx)
     if identity is None:
+        if request.method in AUDITED_METHODS and ctx.limits is not None:
+            # Counted as the audit log answers (fleet_service/audit.py); past the budget refused here, unread.
+            limiter = ctx.limits.unauthenticated(ctx.settings.unauthenticated_changes_per_source,
+                                                 ctx.settings.auth_window_s)
+            if wait := limiter.blocked(source_ip(request)):
+                raise throttled("too many unauthenticated changes from this address; try again later", wait)
         raise _UNAUTHORIZED
     request.state.identity = identity
     return identity
@@ -106,7 +115,18 @@ def require(role: str) -> Callable:
     return check
 
 
+def unit_or(role: str) -> Callable:
+    """A unit (its Basic credentials) or an operator identity with at least `role`."""
+    async def check(identity: Annotated[Identity, Depends(identify)]) -> Identity:
+        if identity.role != "unit" and not role_allows(identity.role, role):
+            raise HTTPException(403, f"this needs a unit's credentials or the {role} role")
+        return identity
+
+    return check
+
+
 CallerAny = Annotated[Identity, Depends(identify)]
+UnitOrOperator = Annotated[Identity, Depends(unit_or("operator"))]
 Viewer = Annotated[Identity, Depends(require("viewer"))]
 Operator = Annotated[Identity, Depends(require("operator"))]
 Admin = Annotated[Identity, Depends(require("admin"))]

@@ -32,19 +32,20 @@ async def login(body: LoginRequest, request: Request, ctx: Ctx) -> JSONResponse:
     """Check a username and password; 200 sets the `fleet_session` cookie and returns the CSRF token."""
     ip = source_ip(request)
     login_key = ctx.limits.login_key(ip, body.username)
-    wait = ctx.limits.per_login.blocked(login_key)
-    if wait:  # the lock-out of this account from this address: even the right password waits
-        raise throttled("too many failed logins for this user; try again later", wait)
-    user = await asyncio.to_thread(check_password, ctx.engine, body.username, body.password)
-    if user is None:
-        wait = max(ctx.limits.per_login.failed(login_key), ctx.limits.per_source.failed(ip))
-        # Name the account only when it exists: a password typed into the username field stays out of logs.
-        known = await asyncio.to_thread(get_user, ctx.engine, body.username) is not None
-        request.state.audit_target = body.username if known else ""
-        if wait:
-            raise throttled("too many failed logins; try again later", wait)
-        log.warning("failed login for %s from %s", body.username if known else "an unknown user", ip)
-        raise HTTPException(401, "wrong username or password")
+    # Both tries are counted before the (slow) password check, so guesses sent in parallel see each other.
+    with ctx.limits.per_login.attempt(login_key) as for_login, ctx.limits.per_source.attempt(ip) as for_source:
+        if for_login.over:  # the lock-out of this account from this address: even the right password waits
+            raise throttled("too many failed logins for this user; try again later", for_login.wait)
+        user = await asyncio.to_thread(check_password, ctx.engine, body.username, body.password)
+        if user is None:
+            wait = max(for_login.failed(), for_source.failed())
+            # Name the account only when it exists: a password typed into the username field stays out of logs.
+            known = await asyncio.to_thread(get_user, ctx.engine, body.username) is not None
+            request.state.audit_target = body.username if known else ""
+            if wait:
+                raise throttled("too many failed logins; try again later", wait)
+            log.warning("failed login for %s from %s", body.username if known else "an unknown user", ip)
+            raise HTTPException(401, "wrong username or password")
     ctx.limits.per_login.reset(login_key)
     token = await asyncio.to_thread(ctx.sessions.create, user, ip, request.headers.get("user-agent", ""))
     request.state.identity = Identity("user", user.username, user.role)

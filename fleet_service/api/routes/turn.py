@@ -1,4 +1,5 @@
-"""TURN credentials for units (Basic) and operators (token/session); the original shape kept for old units."""
+"""TURN credentials for units (Basic) and operators or admins (token/session), not viewers: the relay a WebRTC
+session is set up through needs the operator role. The original shape kept for old units."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from fleet_service.api.deps import CallerAny, Ctx
+from fleet_service.api.deps import Ctx, UnitOrOperator
 from turn_service import TurnRateLimitError, TurnUpstreamError
 
 router = APIRouter(tags=["turn"])
@@ -29,7 +30,7 @@ async def _issue(ctx, who, ttl: int | None):
 
 @router.get("/api/turn-credentials")
 async def turn_credentials(
-    ctx: Ctx, who: CallerAny,
+    ctx: Ctx, who: UnitOrOperator,
     ttl: Annotated[int | None, Query(ge=1, le=MAX_TTL_QUERY, description="seconds; clamped")] = None,
 ) -> Any:
     creds = await _issue(ctx, who, ttl)
@@ -37,7 +38,7 @@ async def turn_credentials(
 
 
 @router.get("/turn-credentials")
-async def turn_credentials_legacy(ctx: Ctx, who: CallerAny,
+async def turn_credentials_legacy(ctx: Ctx, who: UnitOrOperator,
                                   ttl: Annotated[int | None, Query(ge=1, le=MAX_TTL_QUERY)] = None) -> Any:
     creds = await _issue(ctx, who, ttl)
     return JSONResponse(creds.to_legacy(), headers={"Cache-Control": "no-store"})
