@@ -84,7 +84,9 @@ class FleetUpProcess:
 
 
 class LineWriter:
-    """Appends `<unit> n=<i>` lines to a file at `rate` lines/s on a thread; `sent` is how many were written."""
+    """Appends `<unit> n=<i>` lines to a file at `rate` lines/s on a thread; `sent` is how many were written.
+
+    The file is created by the first line, so the agent following it reads it from its first byte."""
 
     def __init__(self, path: Path, unit: str, rate: float) -> None:
         self.path = path
@@ -93,7 +95,9 @@ class LineWriter:
         self.sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"writer-{unit}")
-        path.touch()
+        # The file appears with its first line: an agent that starts following a file that already exists
+        # begins at its end (only new lines), so a slow agent start would skip lines written before it.
+        path.unlink(missing_ok=True)
 
     def start(self) -> LineWriter:
         self._thread.start()
