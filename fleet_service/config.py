@@ -40,6 +40,7 @@ class ServiceSettings(BaseSettings):
     unit_bytes_per_s: float = Field(default=512 * 1024, gt=0)
     unit_clock_window_s: float = Field(default=90 * 86_400, gt=0)  # a unit's ts older than this, or more than
     unit_clock_ahead_s: float = Field(default=600, gt=0)  # this far ahead, is replaced by the receive time
+    log_rows_per_unit: int = Field(default=5_000_000, ge=0)  # a unit's oldest log rows go past this (0: no cap)
     presence_timeout_s: float = 100.0  # no heartbeat for this long -> offline (second line behind the Will)
     presence_check_interval_s: float = 5.0
     log_retention_days: int = 30  # 0 keeps logs forever

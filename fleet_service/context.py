@@ -150,7 +150,8 @@ class ServiceContext:
             ),
             asyncio.create_task(self.rollouts.run(), name="rollouts"),
             asyncio.create_task(
-                run_retention(self.engine, self.registry, s.log_retention_days, s.metric_retention_days),
+                run_retention(self.engine, self.registry, s.log_retention_days, s.metric_retention_days,
+                              audit_days=s.audit_retention_days, log_rows_per_unit=s.log_rows_per_unit),
                 name="retention",
             ),
             asyncio.create_task(self.configs.follow_devices(), name="config-follower"),

@@ -60,6 +60,7 @@ class Device(SQLModel, table=True):
     failing: bool = False  # the latest metrics report a state "failed" (set by ingest; counts while online)
     logs_dropped: int = _ms(default=0)
     ingest_throttled: int = _ms(default=0)  # messages refused over the unit's ingest budget
+    log_rows: int = _ms(default=0)  # about how many log rows it has (ingest adds, retention makes it exact)
 
     desired_config: dict[str, Any] = _json(dict)
     desired_version: int = 0

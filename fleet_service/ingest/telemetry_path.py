@@ -35,6 +35,7 @@ class UnitState:
     dropped: int = 0  # log records the unit reported as dropped, added to logs_dropped
     dropped_total: int | None = None  # the unit's own running total: logs_dropped becomes at least this
     restamped: int = 0  # records whose ts was too far from the server's clock (replaced by the receive time)
+    log_rows: int = 0  # log records added in this batch (duplicates included: retention makes the count exact)
 
     @classmethod
     def of(cls, device: Device) -> UnitState:
@@ -48,6 +49,8 @@ class UnitState:
             device.logs_dropped = (device.logs_dropped or 0) + self.dropped
         if self.dropped_total is not None:
             device.logs_dropped = max(device.logs_dropped or 0, self.dropped_total)
+        if self.log_rows:
+            device.log_rows = (device.log_rows or 0) + self.log_rows
 
 
 def load_states(session: Session, ids: set[str]) -> dict[str, UnitState]:
@@ -134,6 +137,7 @@ def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[s
         if key in rows:
             continue
         ts = clock.stamp(state, r.ts, received_ms)
+        state.log_rows += 1
         rows[key] = {"device_id": state.id, "rec_id": r.id, "ts": ts, "received_at": received_ms, "level": r.level,
                      "level_no": LEVEL_NUMBERS[r.level], "source": r.source, "msg": r.msg}
         out.append(("log", {"device_id": state.id, "id": r.id, "ts": ts, "level": r.level, "source": r.source,
@@ -143,9 +147,9 @@ def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[s
 
 def write_updates(session: Session, states: dict[str, UnitState]) -> None:
     """One executemany UPDATE per distinct set of changed columns (usually two or three per batch)."""
-    groups: dict[tuple[tuple[str, ...], bool, bool], list[dict[str, Any]]] = {}
+    groups: dict[tuple[tuple[str, ...], bool, bool, bool], list[dict[str, Any]]] = {}
     for s in states.values():
-        if not s.values and not s.dropped and s.dropped_total is None:
+        if not s.values and not s.dropped and s.dropped_total is None and not s.log_rows:
             continue
         row = {f"b_{name}": value for name, value in s.values.items()}
         row["b_id"] = s.id
@@ -153,13 +157,16 @@ def write_updates(session: Session, states: dict[str, UnitState]) -> None:
             row["b_dropped"] = s.dropped
         if s.dropped_total is not None:
             row["b_dropped_total"] = s.dropped_total
-        groups.setdefault((tuple(sorted(s.values)), s.dropped > 0, s.dropped_total is not None), []).append(row)
-    for (columns, dropped, total), rows in groups.items():
-        session.execute(_update_statement(columns, dropped, total), rows)
+        if s.log_rows:
+            row["b_log_rows"] = s.log_rows
+        key = (tuple(sorted(s.values)), s.dropped > 0, s.dropped_total is not None, s.log_rows > 0)
+        groups.setdefault(key, []).append(row)
+    for (columns, dropped, total, counted), rows in groups.items():
+        session.execute(_update_statement(columns, dropped, total, counted), rows)
 
 
 @lru_cache(maxsize=64)
-def _update_statement(columns: tuple[str, ...], dropped: bool, total: bool):
+def _update_statement(columns: tuple[str, ...], dropped: bool, total: bool, counted: bool = False):
     table = Device.__table__
     values: dict[str, Any] = {name: bindparam(f"b_{name}", type_=table.c[name].type) for name in columns}
     current = table.c.logs_dropped + bindparam("b_dropped") if dropped else table.c.logs_dropped
@@ -168,4 +175,6 @@ def _update_statement(columns: tuple[str, ...], dropped: bool, total: bool):
         values["logs_dropped"] = case((current < reported, reported), else_=current)
     elif dropped:
         values["logs_dropped"] = current
+    if counted:
+        values["log_rows"] = table.c.log_rows + bindparam("b_log_rows")
     return update(table).where(table.c.id == bindparam("b_id")).values(values)

@@ -15,6 +15,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("device", sa.Column("ingest_throttled", sa.BigInteger(), nullable=False, server_default="0"))
+    # About how many log rows a unit has (counted at ingest, made exact when it nears its cap).
+    op.add_column("device", sa.Column("log_rows", sa.BigInteger(), nullable=False, server_default="0"))
+    op.execute("UPDATE device SET log_rows = (SELECT COUNT(*) FROM log_record WHERE log_record.device_id = device.id)")
     for table, old, new in (("log_record", "ix_log_ts", "ix_log_received"),
                             ("metric_sample", "ix_metric_ts", "ix_metric_received")):
         op.add_column(table, sa.Column("received_at", sa.BigInteger(), nullable=True))
@@ -29,4 +32,5 @@ def downgrade() -> None:
         op.create_index(old, table, ["ts"])
         op.drop_index(new, table_name=table)
         op.drop_column(table, "received_at")
+    op.drop_column("device", "log_rows")
     op.drop_column("device", "ingest_throttled")
