@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -14,12 +15,21 @@ from sqlmodel import Session, select
 
 from fleet_service.models import ApiToken, Device
 from protocol.ids import now_ms
-from protocol.secrets import fingerprint, hash_secret, verify_secret
+from protocol.secrets import fingerprint, hash_password, hash_secret, verify_secret
 
 ROLES = ("viewer", "operator", "admin")
-# Checked for unknown names, so a miss costs as much time as a wrong secret.
+# Checked for unknown unit ids, so a miss costs as much time as a wrong secret.
 DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
 TOKEN_PREFIX = "flt_"
+
+
+@functools.cache
+def dummy_password_hash() -> str:
+    """Checked for unknown usernames, at the cost of a password hash: a miss costs as much as a wrong password.
+
+    Made on first use, not at import: every `fleet` command imports this module, and the hash takes 128 MiB and
+    up to half a second."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def role_allows(role: str, needed: str) -> bool:
@@ -67,13 +77,16 @@ def revoke_token(engine: Engine, token_id: str) -> bool:
 
 
 class Authenticator:
-    """Checks credentials; unit secrets use a slow hash, so verified pairs are cached briefly."""
+    """Checks credentials. Unit secrets use a slow hash, so a verified secret is cached briefly — together with the
+    stored hash it matched, which every request reads again (one primary-key lookup): a unit deleted or re-keyed
+    on any replica is refused on every replica at once, and the slow hash still runs once per secret."""
 
     def __init__(self, engine: Engine, bootstrap_admin_token: str | None, cache_s: float = 300.0) -> None:
         self._engine = engine
         self._bootstrap = fingerprint(bootstrap_admin_token) if bootstrap_admin_token else None
         self._cache_s = cache_s
-        self._device_cache: dict[str, tuple[str, float]] = {}
+        # device id -> (sha256 of the secret, the stored secret_hash it was verified against, expiry)
+        self._device_cache: dict[str, tuple[str, str, float]] = {}
         self._lock = threading.Lock()
 
     def bearer(self, token: str) -> Identity | None:
@@ -90,18 +103,18 @@ class Authenticator:
 
     def device(self, device_id: str, secret: str) -> Identity | None:
         key = hashlib.sha256(secret.encode()).hexdigest()
+        with Session(self._engine) as s:
+            stored = s.exec(select(Device.secret_hash).where(Device.id == device_id)).first()
         with self._lock:
             cached = self._device_cache.get(device_id)
-        if cached and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], key):
+        if (stored is not None and cached is not None and cached[2] > time.monotonic()
+                and hmac.compare_digest(cached[0], key) and hmac.compare_digest(cached[1], stored)):
             return Identity("device", device_id, "unit")
-        with Session(self._engine) as s:
-            row = s.get(Device, device_id)
-            stored = row.secret_hash if row else DUMMY_HASH
         # An unknown unit costs the same slow hash as a wrong secret: timing does not tell which ids exist.
-        if not verify_secret(secret, stored) or row is None:
+        if not verify_secret(secret, stored if stored is not None else DUMMY_HASH) or stored is None:
             return None
         with self._lock:
-            self._device_cache[device_id] = (key, time.monotonic() + self._cache_s)
+            self._device_cache[device_id] = (key, stored, time.monotonic() + self._cache_s)
         return Identity("device", device_id, "unit")
 
     def forget_device(self, device_id: str) -> None:
