@@ -1,4 +1,7 @@
-"""Operator accounts: create, change password or role, delete, and check a password in constant time."""
+"""Operator accounts: create, change password or role, delete, and check a password in constant time.
+
+Passwords are hashed at PASSWORD_COST (protocol/secrets.py); a hash made at an older cost is replaced on the
+next successful login."""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from fleet_service.models import User, WebSession
-from fleet_service.security import DUMMY_HASH, ROLES
+from fleet_service.security import ROLES, dummy_password_hash
 from protocol.ids import now_ms
-from protocol.secrets import hash_secret, verify_secret
+from protocol.secrets import hash_password, needs_rehash, verify_secret
 
 __all__ = ["UserError", "add_user", "check_password", "delete_user", "get_user", "set_password", "set_role"]
 
@@ -49,7 +52,7 @@ def add_user(engine: Engine, username: str, password: str, role: str) -> User:
     check_new_password(password)
     _check_role(role)
     now = now_ms()
-    user = User(id=secrets.token_hex(8), username=username, role=role, password_hash=hash_secret(password),
+    user = User(id=secrets.token_hex(8), username=username, role=role, password_hash=hash_password(password),
                 created_at=now, password_changed_at=now)
     with Session(engine, expire_on_commit=False) as s:
         s.add(user)
@@ -68,7 +71,7 @@ def get_user(engine: Engine, username: str) -> User | None:
 def set_password(engine: Engine, username: str, password: str) -> bool:
     """Change a password and end every session of that user; False when there is no such user (or no longer is)."""
     check_new_password(password)
-    password_hash = hash_secret(password)  # the slow hash outside the transaction
+    password_hash = hash_password(password)  # the slow hash outside the transaction
     with Session(engine) as s:
         user_id = s.exec(select(User.id).where(User.username == username)).first()
         if user_id is None or not _changed(s, user_id, password_hash=password_hash, password_changed_at=now_ms()):
@@ -106,7 +109,25 @@ def delete_user(engine: Engine, username: str) -> bool:
 
 
 def check_password(engine: Engine, username: str, password: str) -> User | None:
-    """The user when the password matches; the same slow hash runs whether or not the user exists."""
+    """The user when the password matches; the same slow hash runs whether or not the user exists.
+
+    A matching hash made below the current cost is replaced by one at the current cost; sessions and
+    `password_changed_at` stay as they are (the password did not change)."""
     user = get_user(engine, username) if isinstance(username, str) and len(username) <= 64 else None
-    ok = verify_secret(password, user.password_hash if user else DUMMY_HASH)
-    return user if ok and user is not None else None
+    ok = verify_secret(password, user.password_hash if user else dummy_password_hash())
+    if not ok or user is None:
+        return None
+    if needs_rehash(user.password_hash):
+        _rehash(engine, user, password)
+    return user
+
+
+def _rehash(engine: Engine, user: User, password: str) -> None:
+    old_hash, new_hash = user.password_hash, hash_password(password)
+    with Session(engine) as s:
+        # Only over the hash that was checked: a password changed (or a user deleted) meanwhile is left alone.
+        changed = s.exec(update(User).where(User.id == user.id, User.password_hash == old_hash)
+                         .values(password_hash=new_hash)).rowcount == 1
+        s.commit()
+    if changed:
+        user.password_hash = new_hash
