@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent_process import AgentProcesses
-from tests.support.faults import FleetUpProcess, LineWriter, wait_tallies
+from tests.support.faults import FleetUpProcess, LineWriter, wait_online, wait_tallies
 from tests.support.services import require, wait_for
 
 AGENT_OPTIONS = ("--ack-timeout", "2", "--log-batch-interval", "0.2", "--keepalive", "5", "--heartbeat-interval", "5",
@@ -62,11 +62,6 @@ def outbox_state(state_dir: Path) -> tuple[int, int]:
         db.close()
 
 
-def wait_online(fleet: FleetUpProcess, unit: str) -> None:
-    with fleet.client() as api:
-        wait_for(lambda: api.get(f"/api/devices/{unit}/status").json()["online"], timeout=30, what=f"{unit} online")
-
-
 def enroll(fleet: FleetUpProcess, unit: str) -> str:
     with fleet.client() as api:
         return api.post("/api/devices", json={"id": unit}).json()["secret"]
@@ -82,7 +77,8 @@ def test_a_full_disk_holds_lines_back_and_loses_none(tmp_path, small_disk):
         secret = enroll(fleet, "unit-1")
         agents.start(fleet.mqtt_port, "unit-1", secret, "--log-file", str(writer.path), "--state-dir", str(state),
                      *AGENT_OPTIONS)
-        wait_online(fleet, "unit-1")  # its follower has opened the file (it starts at the end of an existing one)
+        with fleet.client() as api:
+            wait_online(api, ["unit-1"])
         writer.write_now(10)
         assert wait_tallies(fleet.database_url, {"unit-1": 10}, timeout=30)[0].stored == 10
         filler = fill(small_disk)

@@ -15,7 +15,7 @@ import pytest
 
 from tests.faults.test_service_crash import AGENT_OPTIONS
 from tests.support.agent_process import AgentProcesses
-from tests.support.faults import LineWriter, kill_process, wait_tallies
+from tests.support.faults import LineWriter, kill_process, wait_online, wait_tallies
 from tests.support.managed_mosquitto import accepts, settings_overrides, start_managed_mosquitto
 from tests.support.services import wait_for
 from tests.support.stack import StackThread, settings_for
@@ -46,7 +46,7 @@ def test_a_broker_restart_under_two_replicas_loses_nothing(tmp_path, mosquitto_f
             agents.start(managed.unit_port, unit, secret, "--log-file", str(writer.path), *AGENT_OPTIONS)
             writers.append(writer)
         try:
-            time.sleep(2)
+            wait_online(api, [w.unit for w in writers])
             for writer in writers:
                 writer.start()
             time.sleep(3)

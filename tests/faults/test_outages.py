@@ -11,7 +11,7 @@ import pytest
 
 from tests.faults.test_service_crash import AGENT_OPTIONS, start_agents
 from tests.support.agent_process import AgentProcesses
-from tests.support.faults import FleetUpProcess, LineWriter, kill_process, wait_tallies
+from tests.support.faults import FleetUpProcess, LineWriter, kill_process, wait_online, wait_tallies
 from tests.support.managed_mosquitto import accepts, settings_overrides, start_managed_mosquitto
 from tests.support.services import PG_ADMIN_DSN, wait_for
 from tests.support.stack import StackThread, settings_for
@@ -27,7 +27,8 @@ def test_service_away_and_a_unit_killed_with_its_backlog_lose_nothing(tmp_path):
                    for i in range(3)}
     agents, writers = start_agents(tmp_path, fleet.mqtt_port, secrets)
     try:
-        time.sleep(2)
+        with fleet.client() as api:
+            wait_online(api, list(secrets))
         for writer in writers:
             writer.write_now(200)
         fleet.kill(signal.SIGTERM)  # a clean stop while units write; the broker is away with it
@@ -76,7 +77,7 @@ def test_database_away_20s_under_a_running_service_loses_nothing(tmp_path, mosqu
             agents.start(managed.unit_port, unit, secret, "--log-file", str(writer.path), *AGENT_OPTIONS)
             writers.append(writer)
         try:
-            time.sleep(2)
+            wait_online(api, [w.unit for w in writers])
             for writer in writers:
                 writer.start()
             time.sleep(2)

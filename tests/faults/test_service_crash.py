@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.support.agent_process import AgentProcesses
-from tests.support.faults import FleetUpProcess, LineWriter, wait_tallies
+from tests.support.faults import FleetUpProcess, LineWriter, wait_online, wait_tallies
 
 UNITS = 3
 KILLS = 5
@@ -39,7 +39,8 @@ def test_sigkill_of_fleet_up_loses_no_acknowledged_line(tmp_path):
                    for i in range(UNITS)}
     agents, writers = start_agents(tmp_path, fleet.mqtt_port, secrets)
     try:
-        time.sleep(2)  # agents connected and followed their files from the start
+        with fleet.client() as api:
+            wait_online(api, list(secrets))
         for kill in range(KILLS):
             # A burst, then the kill while the broker has acknowledged batches that ingest has not committed.
             for writer in writers:

@@ -176,6 +176,14 @@ def wait_tallies(database_url: str, sent: dict[str, int], timeout: float, settle
         time.sleep(0.5)
 
 
+def wait_online(api: httpx.Client, units: list[str], timeout: float = 60.0) -> None:
+    """Wait until every unit is online: its agent has started and opened the files it follows (a file that
+    exists when an agent starts is followed from its end, so lines written before that are not its to send)."""
+    for unit in units:
+        wait_for(lambda u=unit: api.get(f"/api/devices/{u}/status").json().get("online"), timeout=timeout,
+                 interval=0.2, what=f"{unit} online")
+
+
 def kill_process(proc: subprocess.Popen, sig: int) -> None:
     """Send `sig` and reap the process (SIGKILL after 10 s if it ignores the signal)."""
     proc.send_signal(sig)
