@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from fleet_service.models import ApiToken, Device
 from protocol.ids import now_ms
-from protocol.secrets import fingerprint, hash_password, hash_secret, verify_secret
+from protocol.secrets import PASSWORD_COST, Cost, fingerprint, hash_secret, verify_secret
 
 ROLES = ("viewer", "operator", "admin")
 # Checked for unknown unit ids, so a miss costs as much time as a wrong secret.
@@ -24,12 +24,12 @@ TOKEN_PREFIX = "flt_"
 
 
 @functools.cache
-def dummy_password_hash() -> str:
+def dummy_password_hash(cost: Cost = PASSWORD_COST) -> str:
     """Checked for unknown usernames, at the cost of a password hash: a miss costs as much as a wrong password.
 
     Made on first use, not at import: every `fleet` command imports this module, and the hash takes 128 MiB and
     up to half a second."""
-    return hash_password(secrets.token_urlsafe(16))
+    return hash_secret(secrets.token_urlsafe(16), cost)
 
 
 def role_allows(role: str, needed: str) -> bool:

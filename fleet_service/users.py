@@ -1,10 +1,11 @@
 """Operator accounts: create, change password or role, delete, and check a password in constant time.
 
-Passwords are hashed at PASSWORD_COST (protocol/secrets.py); a hash made at an older cost is replaced on the
-next successful login."""
+Passwords are hashed at PASSWORD_COST (protocol/secrets.py), or at N=2^FLEET_PASSWORD_HASH_COST where that is set
+(the tests lower it); a hash made at a lower cost is replaced on the next successful login."""
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 
@@ -16,9 +17,10 @@ from sqlmodel import Session, select
 from fleet_service.models import User, WebSession
 from fleet_service.security import ROLES, dummy_password_hash
 from protocol.ids import now_ms
-from protocol.secrets import hash_password, needs_rehash, verify_secret
+from protocol.secrets import PASSWORD_COST, Cost, hash_secret, needs_rehash, verify_secret
 
-__all__ = ["UserError", "add_user", "check_password", "delete_user", "get_user", "set_password", "set_role"]
+__all__ = ["UserError", "add_user", "check_password", "delete_user", "get_user", "password_cost", "set_password",
+           "set_role"]
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
@@ -27,6 +29,20 @@ MAX_PASSWORD = 1024
 
 class UserError(ValueError):
     """Bad username, password or role, or a username that is taken."""
+
+
+def password_cost() -> Cost:
+    """PASSWORD_COST, or N=2^FLEET_PASSWORD_HASH_COST (14 to 18) with PASSWORD_COST's r and p."""
+    value = os.environ.get("FLEET_PASSWORD_HASH_COST", "").strip()
+    if not value:
+        return PASSWORD_COST
+    if not value.isdigit() or not 14 <= int(value) <= 18:
+        raise ValueError(f"FLEET_PASSWORD_HASH_COST must be 14 to 18 (log2 of scrypt's N), not {value!r}")
+    return Cost(2 ** int(value), PASSWORD_COST.r, PASSWORD_COST.p)
+
+
+def hash_password(password: str) -> str:
+    return hash_secret(password, password_cost())
 
 
 def check_username(username: str) -> str:
@@ -114,10 +130,11 @@ def check_password(engine: Engine, username: str, password: str) -> User | None:
     A matching hash made below the current cost is replaced by one at the current cost; sessions and
     `password_changed_at` stay as they are (the password did not change)."""
     user = get_user(engine, username) if isinstance(username, str) and len(username) <= 64 else None
-    ok = verify_secret(password, user.password_hash if user else dummy_password_hash())
+    cost = password_cost()
+    ok = verify_secret(password, user.password_hash if user else dummy_password_hash(cost))
     if not ok or user is None:
         return None
-    if needs_rehash(user.password_hash):
+    if needs_rehash(user.password_hash, cost):
         _rehash(engine, user, password)
     return user
 

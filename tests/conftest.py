@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.services import FreshDatabase, Mosquitto, have_mosquitto, postgres_available, require
+
+# Dashboard passwords at scrypt N=2^14, not OWASP's 2^17: hundreds of logins and users (tests/fleet_service/
+# test_password_rehash.py runs at the real cost).
+os.environ.setdefault("FLEET_PASSWORD_HASH_COST", "14")
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 The new hash is stored only after the password matched, only over the hash it replaces (a password changed in the
 meantime wins), and without ending sessions or moving `password_changed_at`. An unknown username costs a hash at
-the password cost too, so a miss takes as long as a wrong password.
+the password cost too, so a miss takes as long as a wrong password. The suite lowers the cost
+(FLEET_PASSWORD_HASH_COST in tests/conftest.py); these tests run at the real one unless they set it themselves.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlmodel import Session, select
 
 import fleet_service.users
 from fleet_service.models import User
-from protocol.secrets import PASSWORD_COST, cost_of, hash_password, hash_secret, verify_secret
+from protocol.secrets import PASSWORD_COST, SECRET_COST, Cost, cost_of, hash_password, hash_secret, verify_secret
 from tests.support.auth import add_user, login
 from tests.support.stack import StackThread, settings_for
 
@@ -29,6 +30,11 @@ def stack(tmp_path_factory):
     settings = settings_for(tmp_path_factory.mktemp("rehash"), auth_failures_per_user=50, auth_failures_per_source=100)
     with StackThread(settings) as st:
         yield st
+
+
+@pytest.fixture(autouse=True)
+def real_cost(monkeypatch):
+    monkeypatch.delenv("FLEET_PASSWORD_HASH_COST", raising=False)
 
 
 def stored(stack: StackThread, username: str) -> User:
@@ -115,3 +121,21 @@ def test_an_unknown_username_takes_as_long_as_a_wrong_password(stack):
     unknown, known = (statistics.median(times) for times in zip(*pairs, strict=True))
     # The same cost either way (a hash at the old cost for unknown names took a quarter of the time or less).
     assert known / 2 < unknown < known * 2, (unknown, known)
+
+
+def test_the_cost_setting_is_what_new_hashes_and_rehashes_use(stack, monkeypatch):
+    monkeypatch.setenv("FLEET_PASSWORD_HASH_COST", "15")
+    lowered = Cost(2**15, PASSWORD_COST.r, PASSWORD_COST.p)
+    assert fleet_service.users.password_cost() == lowered
+    add_user(stack, "tuned", "viewer", PASSWORD)
+    assert cost_of(stored(stack, "tuned").password_hash) == lowered
+    store_hash(stack, "tuned", hash_secret(PASSWORD, SECRET_COST))
+    assert login_status(stack, "tuned", PASSWORD, source="127.0.0.7") == 200
+    assert cost_of(stored(stack, "tuned").password_hash) == lowered
+    store_hash(stack, "tuned", higher := hash_password(PASSWORD))  # above the setting: never hashed down
+    assert login_status(stack, "tuned", PASSWORD, source="127.0.0.7") == 200
+    assert stored(stack, "tuned").password_hash == higher
+    for bad in ("13", "19", "2**17", "x"):
+        monkeypatch.setenv("FLEET_PASSWORD_HASH_COST", bad)
+        with pytest.raises(ValueError, match="FLEET_PASSWORD_HASH_COST"):
+            fleet_service.users.password_cost()
