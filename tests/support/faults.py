@@ -192,3 +192,44 @@ def kill_process(proc: subprocess.Popen, sig: int) -> None:
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+class BurstLineWriter(LineWriter):
+    """A LineWriter whose steady thread may be joined by bursts from another thread (`burst(count)`)."""
+
+    def __init__(self, path: Path, unit: str, rate: float) -> None:
+        super().__init__(path, unit, rate)
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        steady = 0  # the steady lines alone keep the rate: a burst comes on top
+        with self.path.open("a", buffering=1) as fh:
+            while not self._stop.is_set():
+                due = int((time.monotonic() - started) * self.rate)
+                with self._lock:
+                    while steady < due:
+                        fh.write(f"{self.unit} n={self.sent}\n")
+                        self.sent += 1
+                        steady += 1
+                self._stop.wait(0.02)
+
+    def burst(self, count: int) -> None:
+        """Write `count` lines at once, whether or not the steady thread runs."""
+        with self._lock:
+            self.write_now(count)
+
+
+def set_database_connections(admin_dsn: str, database: str, allow: bool) -> int:
+    """Let clients into one PostgreSQL database or shut them out (the server and its other databases go on).
+
+    Shutting out also ends the backends already connected to it; returns how many were ended."""
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
+        if allow:
+            return 0
+        row = conn.execute("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                           "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()
+        return int(row[0]) if row else 0
