@@ -56,6 +56,7 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: Any = None) ->
             if ctx.broker is not None:
                 # Embedded: close MQTT first, so everything units were acknowledged (and their Wills) is
                 # still consumed and drained by ctx.stop() below.
+                ctx.link.stopping()
                 await ctx.broker.stop()
             await ctx.stop()
 

@@ -50,6 +50,7 @@ class EmbeddedLink:
         self._registry = registry
         self._gate = asyncio.Event()  # set while messages may pass: connected, or closed
         self._closed = False
+        self._final = False  # the broker is stopping for good: its last messages must still pass
         self.held = 0  # publishers waiting for the link to run again
         self.connected = asyncio.Event()
         self.connections = 0  # times the link came up
@@ -85,9 +86,16 @@ class EmbeddedLink:
 
     def _lost(self) -> None:
         self.connected.clear()
-        if not self._closed:
+        if not self._closed and not self._final:
             self._gate.clear()
         self._registry.set("fleet_broker_connected", 0)
+
+    def stopping(self) -> None:
+        """Shutdown is about to stop the broker: keep the gate open, so a client task the broker cancels while
+        handing over its acknowledged backlog reaches ingest instead of waiting for a link that only opens the
+        gate once the broker's stop has returned (that wait hung `fleet up` on SIGTERM)."""
+        self._final = True
+        self._gate.set()
 
     def close(self) -> None:
         """Stop consuming for good (shutdown): publishers held for the link are let go, later messages ignored."""

@@ -32,7 +32,7 @@ class MqttLink:
         registry: Registry,
         *,
         keepalive: int = 30,
-        backoff_cap_s: float = 30.0,
+        backoff_cap_s: float = 5.0,  # a replica is back within seconds of its broker
     ) -> None:
         self._target = target
         self._client_id = client_id

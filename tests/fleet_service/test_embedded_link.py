@@ -89,3 +89,15 @@ async def _stop_task(ctx, name: str) -> None:
 
 async def _start_ingest(ctx) -> None:
     ctx.tasks.append(asyncio.create_task(ctx.ingest.run(), name="ingest"))
+
+
+def test_a_backlog_handed_over_while_the_broker_stops_for_shutdown_does_not_hang(stack):
+    """`fleet up` on SIGTERM: the broker stops first and cancels its client tasks, which hand their acknowledged
+    backlog to the link; the link must take it (ingest drains it next) instead of waiting for a gate that only
+    opened after the broker's stop had returned — that wait hung the shutdown."""
+    link = stack.ctx.link
+    link.stopping()
+    stack.call(stack.running.broker.stop())
+    assert not link.connected.is_set()
+    # What a cancelled client task does in its `finally`: hand over one acknowledged message.
+    stack.call(asyncio.wait_for(link._consume("fleet/u1/logs", b'{"v":1,"records":[]}', 1, False), 5))
