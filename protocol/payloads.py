@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocol.errors import ProtocolError
-from protocol.jsonload import INT_MAX, INT_MIN, parse_bounded
+from protocol.jsonload import INT_MAX, INT_MIN, MAX_DEPTH, _too_deep, parse_bounded
 from protocol.topics import Kind
 
 VERSION = 1
@@ -101,6 +101,9 @@ class Metrics(Payload):
     def _fold_unknown_into_extra(self) -> "Metrics":
         unknown = dict(self.__pydantic_extra__ or {})
         if unknown:
+            # Moved into `extra`, each value nests one level deeper than it arrived: still within MAX_DEPTH?
+            if any(isinstance(v, dict | list) and _too_deep(v, MAX_DEPTH - 2) for v in unknown.values()):
+                raise ValueError(f"an unknown key's value, kept in extra, would nest deeper than {MAX_DEPTH} levels")
             merged = {**unknown, **self.extra}
             object.__setattr__(self, "extra", merged)
             self.__pydantic_extra__.clear()
