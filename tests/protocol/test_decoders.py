@@ -151,9 +151,9 @@ TEMPLATES: dict[Kind, list[dict[str, Any]]] = {
 
 
 @st.composite
-def spliced(draw, kind: Kind) -> bytes:
+def spliced(draw, templates: st.SearchStrategy) -> bytes:
     """A valid payload with a few bytes replaced by arbitrary ones."""
-    wire = json.dumps(draw(st.sampled_from(TEMPLATES[kind]))).encode()
+    wire = draw(templates)
     start = draw(st.integers(0, len(wire)))
     end = draw(st.integers(start, min(len(wire), start + 4)))
     return wire[:start] + draw(st.binary(max_size=6)) + wire[end:]
@@ -163,15 +163,18 @@ def raw_bytes(kind: Kind) -> st.SearchStrategy:
     return st.one_of(
         st.binary(max_size=512),
         st.binary(max_size=256).map(lambda tail: b'{"v":1,' + tail),  # past the version check, into the parser's tail
-        spliced(kind),
+        spliced(st.sampled_from([json.dumps(t).encode() for t in TEMPLATES[kind]])),
     )
+
+
+RAW_BYTES = {kind: raw_bytes(kind) for kind in TEMPLATES}  # strategies are built once: building one costs more
 
 
 @KINDS
 @FUZZ
 @given(data=st.data())
 def test_arbitrary_bytes_are_a_payload_or_a_protocol_error(kind, data):
-    check(kind, data.draw(raw_bytes(kind), label="payload"))
+    check(kind, data.draw(RAW_BYTES[kind], label="payload"))
 
 
 # -- 2. arbitrary JSON, written as text so it may hold what json.dumps never writes ---------------------------
@@ -256,7 +259,7 @@ def _nested(leaf: st.SearchStrategy) -> st.SearchStrategy:
         lambda inner: st.one_of(
             st.lists(inner, max_size=5).map(_array), st.lists(st.tuples(json_key, inner), max_size=5).map(_object)
         ),
-        max_leaves=30,
+        max_leaves=15,
     )
 
 
@@ -265,7 +268,7 @@ plain_value = _nested(plain_leaf)  # storable but for keys: what makes a field's
 _CLOSERS = {"[": "]", '{"a":': "}", '{"extra":': "}", '[{"x":': "}]"}
 deep_value = st.builds(
     lambda n, opener, leaf: opener * n + leaf + _CLOSERS[opener] * n,
-    st.one_of(st.integers(1, 2000), st.integers(MAX_DEPTH - 3, MAX_DEPTH + 2)),
+    st.one_of(st.integers(1, 2000), st.integers(MAX_DEPTH - 3, MAX_DEPTH + 2), st.sampled_from([1100, 2000])),
     st.sampled_from(sorted(_CLOSERS)),
     json_leaf,
 )
@@ -336,7 +339,7 @@ def filled_template(kind: Kind) -> st.SearchStrategy:
     into a field the models take as it comes (free-form documents and text), where only the parser guards them."""
     key = weighted((3, st.sampled_from(_fields(kind))), (1, st.text(max_size=6)))
     changes = st.lists(st.tuples(key, any_value), min_size=1, max_size=2)
-    free = st.sampled_from(sorted(FREE_FORM[kind].items())).flatmap(lambda kv: kv[1].map(lambda v: [(kv[0], v)]))
+    free = st.one_of([values.map(lambda v, name=name: [(name, v)]) for name, values in FREE_FORM[kind].items()])
     return st.builds(_with, st.sampled_from(TEMPLATES[kind]), weighted((2, changes), (1, free)))
 
 
@@ -360,11 +363,14 @@ def json_wire(kind: Kind) -> st.SearchStrategy:
     )
 
 
+JSON_WIRE = {kind: json_wire(kind) for kind in TEMPLATES}
+
+
 @KINDS
 @FUZZ
 @given(data=st.data())
 def test_arbitrary_json_is_refused_or_storable_and_round_trips(kind, data):
-    check(kind, data.draw(json_wire(kind), label="payload"))
+    check(kind, data.draw(JSON_WIRE[kind], label="payload"))
 
 
 # -- 3. near-valid payloads built from the schemas -------------------------------------------------------------
@@ -547,32 +553,41 @@ SPECS: dict[str, dict[str, F]] = {
 }
 
 
-@st.composite
-def near_valid(draw, spec: dict[str, F], mutations: int = 2) -> tuple[bool, dict[str, Any]]:
+def near_valid(spec: dict[str, F], mutations: int = 2) -> st.SearchStrategy:
     """(valid, object): every field valid, or up to `mutations` of them replaced by a near miss or left out; plus
     unknown keys, which every model ignores or (metrics) keeps in `extra`."""
-    broken = draw(st.sets(st.sampled_from(sorted(spec)), max_size=mutations))
-    obj: dict[str, Any] = {}
-    for name, f in spec.items():
-        if name in broken:
-            value = draw(WRONG if f.wrong is None else weighted((1, WRONG), (3, f.wrong)))
-        else:
-            value = draw(f.good if f.required else st.one_of(st.just(MISSING), f.good))
-        if value is not MISSING:
-            obj[name] = value
-    obj.update(draw(st.dictionaries(st.text(max_size=10).filter(lambda k: k not in spec), json_native, max_size=3)))
-    return not broken, obj
+    broken_fields = st.sets(st.sampled_from(sorted(spec)), max_size=mutations)
+    valid = {name: f.good if f.required else st.one_of(st.just(MISSING), f.good) for name, f in spec.items()}
+    near_miss = {name: WRONG if f.wrong is None else weighted((1, WRONG), (3, f.wrong)) for name, f in spec.items()}
+    unknown = st.dictionaries(st.text(max_size=10).filter(lambda k: k not in spec), json_native, max_size=3)
+
+    @st.composite
+    def build(draw) -> tuple[bool, dict[str, Any]]:
+        broken = draw(broken_fields)
+        obj: dict[str, Any] = {}
+        for name in spec:
+            value = draw(near_miss[name] if name in broken else valid[name])
+            if value is not MISSING:
+                obj[name] = value
+        obj.update(draw(unknown))
+        return not broken, obj
+
+    return build()
+
+
+LOGS_HEAD, LOG_RECORDS = near_valid(SPECS[Kind.LOGS]), st.lists(near_valid(LOG_RECORD, mutations=1), max_size=4)
+NOT_RECORDS = WRONG.filter(lambda v: v is not MISSING and v != [])
 
 
 @st.composite
 def near_valid_logs(draw) -> tuple[bool, dict[str, Any]]:
-    valid, obj = draw(near_valid(SPECS[Kind.LOGS]))
-    records = draw(st.lists(near_valid(LOG_RECORD, mutations=1), max_size=4))
+    valid, obj = draw(LOGS_HEAD)
+    records = draw(LOG_RECORDS)
     if draw(st.integers(0, 9)):  # a list of records, near-valid ones among them
         obj["records"] = [record for _, record in records]
         return valid and all(ok for ok, _ in records), obj
     if draw(st.booleans()):
-        obj["records"] = draw(WRONG.filter(lambda v: v is not MISSING and v != []))
+        obj["records"] = draw(NOT_RECORDS)
     return False, obj
 
 
@@ -634,14 +649,14 @@ def bad_message(kind_and_payload: tuple[Kind, bytes | str]) -> Inbound:
 
 
 def unit_payload(kind: Kind) -> st.SearchStrategy:
-    return weighted((1, raw_bytes(kind)), (2, json_wire(kind)), (2, NEAR_VALID[kind].map(lambda v: to_wire(v[1]))))
+    return weighted((1, RAW_BYTES[kind]), (2, JSON_WIRE[kind]), (2, NEAR_VALID[kind].map(lambda v: to_wire(v[1]))))
 
 
 # Any kind from the bad unit; half of them log batches whose records hold any text or value (what reaches log_record).
 poisoned_logs = FREE_FORM[Kind.LOGS]["records"].map(lambda records: _with({"v": 1}, [("records", records)]))
 bad_messages = st.lists(
     weighted(
-        (1, st.sampled_from(UNIT_KINDS).flatmap(lambda kind: st.tuples(st.just(kind), unit_payload(kind)))),
+        (1, st.one_of([st.tuples(st.just(kind), unit_payload(kind)) for kind in UNIT_KINDS])),
         (1, st.tuples(st.just(Kind.LOGS), poisoned_logs)),
     ).map(bad_message),
     min_size=1,
