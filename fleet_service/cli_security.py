@@ -92,9 +92,11 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 
 def _engine(args: argparse.Namespace):
-    from fleet_service.cli import _engine
+    """The database the command line names (--database-url, or the SQLite file in --data-dir)."""
+    from fleet_cli.options import overrides
+    from fleet_service.config import load_settings, open_database
 
-    return _engine(args)
+    return open_database(load_settings(**overrides(args, ["data_dir", "database_url"])).database_url)
 
 
 def _audit(engine, route: str, target: str) -> None:
