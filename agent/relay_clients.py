@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
@@ -30,7 +30,21 @@ from agent.turn_fetch import TurnUnavailable
 from protocol.payloads import MAX_RELAY_BYTES
 
 if TYPE_CHECKING:
-    from agent.relay_bridge import RelayBridge
+    from agent.turn_fetch import TurnFetcher
+
+
+class RelayBridge(Protocol):
+    """What the client side uses of agent.relay_bridge.RelayBridge (named here, so neither imports the other)."""
+
+    turn: TurnFetcher | None
+    origins: set[str]
+    max_clients: int
+    clients: set[LocalClient]
+    lock: threading.Lock
+    stopping: threading.Event
+    publish_up: Callable[[bytes], bool]
+
+    def client_count(self) -> int: ...
 
 log = logging.getLogger(__name__)
 
