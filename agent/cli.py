@@ -14,7 +14,7 @@ from agent.config import AgentSettings
 from agent.errors import AgentError
 from fleet_cli.errors import USAGE, StartupError, path_reason
 
-# One line of help for the options of DESIGN.md section 6; the rest are documented in agent/README.md.
+# One line of help for the agent's main options; the rest are documented in agent/README.md.
 _HELP = {
     "broker_url": "mqtt://host:port or mqtts://host:port",
     "device_id": "this unit's id (also the MQTT username and client id)",
@@ -38,6 +38,15 @@ _HELP = {
     "api_url": "fleet service base URL (https://host:port) to fetch TURN credentials from",
     "turn_file": "JSON file kept filled with fresh TURN credentials for the recorder (mode 0640)",
     "turn_ttl": "seconds of TURN credential validity to ask for (default: the service's)",
+    "allow_remote_shell": "allow remote shells through the fleet service (default off; the desired config's "
+    "remote_shell overrides it)",
+    "remote_user": "unprivileged user remote shells run as (default: the agent's own user)",
+    "remote_shell_idle_timeout": "seconds without input before a remote shell is closed (default 900)",
+    "remote_shell_max_duration": "seconds a remote shell may last (default 28800)",
+    "remote_shell_max_sessions": "remote shells open at once (default 2)",
+    "allow_remote_port": "a loopback port the fleet service may forward to (repeatable; default none; the desired "
+    "config's remote_ports overrides it)",
+    "remote_port_max_sessions": "forwarded connections open at once (default 16)",
 }
 
 
@@ -50,6 +59,10 @@ def _option_names() -> list[tuple[str, bool]]:
     return out
 
 
+def _is_switch(name: str) -> bool:
+    return AgentSettings.model_fields[name].annotation is bool
+
+
 def add_agent_options(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: an option not given stays absent, so env, file and defaults apply (and a sub-parser cannot
     # overwrite what the parent parser read).
@@ -58,6 +71,10 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
         help_text = _HELP.get(name, f"see agent/README.md (env FLEET_{name.upper()})")
         if repeatable:
             parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS, help=help_text)
+        elif _is_switch(name):  # `--allow-remote-shell` alone means true; `--allow-remote-shell false` works too
+            parser.add_argument(
+                flag, dest=name, nargs="?", const="true", default=argparse.SUPPRESS, metavar="BOOL", help=help_text
+            )
         else:
             parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=help_text)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -15,12 +14,12 @@ from agent.errors import CommandError
 from agent.store import Store
 from protocol.errors import ProtocolError
 from protocol.ids import now_ms
-from protocol.payloads import COMMAND_NAMES, Command, CommandResult, decode, load_json
+from protocol.payloads import COMMAND_NAMES, Command, CommandResult, ResultStatus, decode, load_json
+from protocol.refs import is_git_ref
 from protocol.topics import Kind
 
 log = logging.getLogger(__name__)
 
-REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]{0,199}$")
 _REMEMBER = 5000  # command ids kept on disk; far more than the service ever re-publishes
 
 
@@ -63,9 +62,12 @@ class CommandLedger:
 
     def unfinished(self) -> list[tuple[str, str, str]]:
         """(id, name, boot_id) of commands a previous agent accepted but never finished."""
-        return [tuple(r) for r in self.store.query(
-            "SELECT id, name, boot_id FROM commands WHERE status IN ('accepted', 'running') ORDER BY ts"
-        )]
+        return [
+            tuple(r)
+            for r in self.store.query(
+                "SELECT id, name, boot_id FROM commands WHERE status IN ('accepted', 'running') ORDER BY ts"
+            )
+        ]
 
 
 class CommandRunner:
@@ -183,10 +185,10 @@ class CommandRunner:
             log.exception("command %s crashed", cmd.id)
             self._result(cmd.id, "failed", 1, f"internal error: {exc}")
         else:
-            status = "succeeded" if done.exit_code == 0 else "failed"
+            status: ResultStatus = "succeeded" if done.exit_code == 0 else "failed"
             self._result(cmd.id, status, done.exit_code, done.output)
 
-    def _result(self, cmd_id: str, status: str, exit_code: int | None, output: str) -> None:
+    def _result(self, cmd_id: str, status: ResultStatus, exit_code: int | None, output: str) -> None:
         result = CommandResult(id=cmd_id, status=status, exit_code=exit_code, output=output, ts=now_ms())
         # The result and the ledger's status are written in one transaction: no lost or contradicting result.
         self.report(result, lambda db: self.ledger.mark(db, cmd_id, status))
@@ -197,11 +199,11 @@ def _expired(cmd: Command) -> bool:
     return cmd.expires_at is not None and cmd.expires_at <= now_ms()
 
 
-def _no_check(args: dict[str, Any]) -> None:
+def _no_check(_args: dict[str, Any]) -> None:
     return None
 
 
 def check_ref(args: dict[str, Any]) -> None:
     ref = args.get("ref")
-    if not isinstance(ref, str) or not REF_RE.fullmatch(ref) or ".." in ref:
+    if not is_git_ref(ref):
         raise CommandError("update needs args.ref: a branch, tag or commit name")

@@ -1,8 +1,9 @@
-"""Agent settings: CLI > FLEET_* environment > TOML config file > defaults (DESIGN.md section 6)."""
+"""Agent settings: CLI > FLEET_* environment > TOML config file > defaults."""
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from protocol.ids import check_device_id
 CREDENTIAL_NAME = "agent-secret"
 
 ENV_PREFIX = "FLEET_"
+_USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
 StrList = list[str]
 
 
@@ -91,7 +93,37 @@ class AgentSettings(BaseModel):
     turn_file: Path | None = None
     turn_ttl: int | None = Field(default=None, ge=1)
 
-    @field_validator("unit", "log_unit", "log_file", "disk_path", "config_unit", "relay_origin", mode="before")
+    # Remote terminal through the fleet service (off unless allowed here or by the desired config's remote_shell)
+    allow_remote_shell: bool = False
+    remote_user: str | None = None  # default: the agent's own user (an agent running as root needs one)
+    remote_shell_command: str | None = None  # default: the remote user's login shell
+    remote_shell_idle_timeout: float = Field(default=900.0, gt=0)
+    remote_shell_max_duration: float = Field(default=8 * 3600.0, gt=0)
+    remote_shell_max_sessions: int = Field(default=2, ge=1, le=32)
+    # Port forwarding to 127.0.0.1:PORT on the unit (none unless listed here or in the desired config's remote_ports)
+    allow_remote_port: list[int] = Field(default_factory=list)
+    remote_port_max_sessions: int = Field(default=16, ge=1, le=256)
+
+    @field_validator("remote_user")
+    @classmethod
+    def _remote_user(cls, value: str | None) -> str | None:
+        if value is not None and not _USER_NAME.fullmatch(value):
+            raise ValueError("remote_user must be a user name (letters, digits, '.', '_' and '-')")
+        if value == "root":
+            raise ValueError("remote_user must not be root: remote shells run as an unprivileged user")
+        return value
+
+    @field_validator("allow_remote_port")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        for port in value:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"allow_remote_port {port} is not a port number (1..65535)")
+        return sorted(set(value))
+
+    @field_validator(
+        "unit", "log_unit", "log_file", "disk_path", "config_unit", "relay_origin", "allow_remote_port", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # FLEET_UNIT="a.service,b.service" as well as TOML arrays and repeated CLI options.
@@ -146,7 +178,9 @@ class AgentSettings(BaseModel):
             raise ValueError("command must contain the placeholder {unit}")
         return value
 
-    @field_validator("reboot_command", "journal_command", "post_update_command", "plugin_command")
+    @field_validator(
+        "reboot_command", "journal_command", "post_update_command", "plugin_command", "remote_shell_command"
+    )
     @classmethod
     def _command(cls, value: str | None) -> str | None:
         if value is not None:
@@ -227,8 +261,9 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Ag
 def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """`FLEET_<FIELD>` variables (any case) for the agent's fields; lists may be comma-separated."""
     env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
-    return {name: env[ENV_PREFIX + name.upper()] for name in AgentSettings.model_fields
-            if ENV_PREFIX + name.upper() in env}
+    return {
+        name: env[ENV_PREFIX + name.upper()] for name in AgentSettings.model_fields if ENV_PREFIX + name.upper() in env
+    }
 
 
 def split_command(command: str, **fields: str) -> list[str]:

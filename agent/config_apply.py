@@ -12,7 +12,7 @@ from agent.errors import CommandError, ConfigError
 from agent.files import write_atomic
 from agent.process import Outcome
 from agent.store import Store
-from protocol.payloads import ConfigDesired, ConfigReported
+from protocol.payloads import ConfigDesired, ConfigReported, ConfigStatus
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,13 @@ class ConfigApplier:
                 return f"restart failed: {' '.join(outcome.argv)} exited {outcome.exit_code}"
         return None
 
-    def _report(self, version: Any, status: str, error: str | None, config: Any) -> None:
+    def _report(self, version: Any, status: ConfigStatus, error: str | None, config: Any) -> None:
         safe_version = version if isinstance(version, int) and not isinstance(version, bool) and version >= 0 else 0
-        self.report(ConfigReported(
-            version=safe_version, status=status, error=error[-2000:] if error else None,
-            config=config if isinstance(config, dict) and status == "applied" else {},
-        ))
+        self.report(
+            ConfigReported(
+                version=safe_version,
+                status=status,
+                error=error[-2000:] if error else None,
+                config=config if isinstance(config, dict) and status == "applied" else {},
+            )
+        )

@@ -32,10 +32,10 @@ class Hooks:
     """What the agent does on link events; every hook runs on the network thread and must return fast."""
 
     birth: Callable[[str], bytes]
-    on_connected: Callable[[str], None] = lambda session: None
+    on_connected: Callable[[str], None] = lambda _session: None
     on_disconnected: Callable[[], None] = lambda: None
-    on_message: Callable[[str, bytes], None] = lambda name, payload: None
-    on_published: Callable[[int], None] = lambda mid: None
+    on_message: Callable[[str, bytes], None] = lambda _name, _payload: None
+    on_published: Callable[[int], None] = lambda _mid: None
 
 
 class Connection:
@@ -102,7 +102,7 @@ class Connection:
         if not clean:
             # Drop the TCP connection without DISCONNECT, as a crash or power cut would: the Will fires.
             sock = self._client.socket()
-            if sock is not None:
+            if isinstance(sock, socket.socket):  # plain TCP or TLS: the agent never uses the websocket transport
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
@@ -129,6 +129,11 @@ class Connection:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        # Every write to the socket happens on the loop thread. Without a write callback, paho writes from
+        # whatever thread calls publish() while the loop thread may be writing too; neither holds a lock, so
+        # under a full socket buffer two threads put packets on the wire out of order (seen as a remote
+        # session's frames arriving swapped). With one, publish() only queues and wakes the loop's select().
+        client.on_socket_register_write = _loop_thread_writes
         return client
 
     def _run(self) -> None:
@@ -145,8 +150,14 @@ class Connection:
                 failures += 1
                 # Quiet on a long outage: the first failure and then every 20th are worth a line.
                 level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
-                log.log(level, "broker %s:%s unreachable (%s failures): %s",
-                        self.settings.host, self.settings.port, failures, exc)
+                log.log(
+                    level,
+                    "broker %s:%s unreachable (%s failures): %s",
+                    self.settings.host,
+                    self.settings.port,
+                    failures,
+                    exc,
+                )
             else:
                 _no_delay(self._client)
                 while not self._stopping.is_set():
@@ -172,14 +183,18 @@ class Connection:
         ceiling = min(s.reconnect_max_delay, s.reconnect_min_delay * (2 ** min(attempt, 30)))
         return random.uniform(ceiling / 2, ceiling)
 
-    # paho callbacks (network thread) ---------------------------------------------------
+    # paho callbacks (network thread; paho passes the arguments by position) ------------
 
-    def _on_connect(self, client: mqtt.Client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason_code, _properties) -> None:
         if reason_code.is_failure:
             self.auth_refused = reason_code.value in _AUTH_REFUSED
             if self.auth_refused:
-                log.error("broker refused the credentials of %s (%s); retrying every ~%.0f s",
-                          self.settings.device_id, reason_code, self.settings.auth_retry_delay)
+                log.error(
+                    "broker refused the credentials of %s (%s); retrying every ~%.0f s",
+                    self.settings.device_id,
+                    reason_code,
+                    self.settings.auth_retry_delay,
+                )
             else:
                 log.warning("broker refused the connection: %s", reason_code)
             return
@@ -191,7 +206,7 @@ class Connection:
         log.info("connected to %s:%s (session %s)", self.settings.host, self.settings.port, self.session)
         self.hooks.on_connected(self.session)
 
-    def _on_disconnect(self, client: mqtt.Client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, _client: mqtt.Client, _userdata, _flags, reason_code, _properties) -> None:
         was_connected = self.connected
         self._connected.clear()
         if was_connected:
@@ -201,18 +216,22 @@ class Connection:
                 log.warning("lost the broker connection: %s", reason_code)
             self.hooks.on_disconnected()
 
-    def _on_message(self, client: mqtt.Client, userdata, message: mqtt.MQTTMessage) -> None:
-        self.hooks.on_message(message.topic, message.payload)
+    def _on_message(self, _client: mqtt.Client, _userdata, message: mqtt.MQTTMessage) -> None:
+        self.hooks.on_message(message.topic, bytes(message.payload))
 
-    def _on_publish(self, client: mqtt.Client, userdata, mid: int, reason_code, properties) -> None:
+    def _on_publish(self, _client: mqtt.Client, _userdata, mid: int, _reason_code, _properties) -> None:
         self.hooks.on_published(mid)
+
+
+def _loop_thread_writes(_client: mqtt.Client, _userdata: object, _sock: object) -> None:
+    """Nothing to do: the loop thread's select() sees that paho wants to write (see _make_client)."""
 
 
 def _no_delay(client: mqtt.Client) -> None:
     """Disable Nagle on the broker socket: a result or PUBACK that follows an unacknowledged packet would
     otherwise wait for the broker's delayed ACK (~40 ms on Linux) before it leaves."""
     sock = client.socket()
-    if sock is None:
+    if not isinstance(sock, socket.socket):  # not connected (the agent never uses the websocket transport)
         return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int | None = None,
-                 check: Callable[[Path], None] | None = None) -> None:
+def write_atomic(path: Path, data: bytes, mode: int | None = None, check: Callable[[Path], None] | None = None) -> None:
     """Write + fsync a temp file beside `path`, rename it over `path`, fsync the directory.
 
     `mode` given: exactly that mode (the temp file is created with it, so it is never wider on the way).

@@ -107,13 +107,12 @@ class LogPump:
                 if failures:
                     log.warning("stored %s log records after %s failed attempts", len(batch), failures)
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the store raises, the batch is held and retried
                 failures += 1
                 if failures == 1 or failures % 20 == 0:
                     log.error("could not store %s log records (%s); holding them and retrying", len(batch), exc)
             if self._stopping.wait(delay):
-                log.warning("stopping with %s log records unstored; they are read again at the next start",
-                            len(batch))
+                log.warning("stopping with %s log records unstored; they are read again at the next start", len(batch))
                 return
             delay = min(delay * 2, 10.0)
 

@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def boot_id() -> str:
 def uptime_s() -> float:
     try:
         return max(0.0, time.time() - psutil.boot_time())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a platform psutil cannot read must not stop the heartbeat
         return 0.0
 
 
@@ -47,7 +48,7 @@ def ip_addresses() -> list[str]:
             for a in addrs:
                 if a.family in (socket.AF_INET, socket.AF_INET6) and not a.address.startswith(("127.", "::1", "fe80")):
                     ips.append(a.address.split("%")[0])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a platform psutil cannot read must not stop the heartbeat
         log.debug("ip probe failed: %s", exc)
     return ips[:64]
 
@@ -116,7 +117,7 @@ class Probe:
     def _safe(self, probe: Callable[[], Any], name: str) -> Any:
         try:
             value = probe()
-        except Exception as exc:  # one broken sensor must not drop the whole sample
+        except Exception as exc:  # noqa: BLE001 - one broken sensor must not drop the whole sample
             if name not in self._failed:
                 self._failed.add(name)
                 log.warning("%s probe failed (reported once): %s", name, exc)
@@ -126,7 +127,7 @@ class Probe:
     def _disks(self) -> dict[str, dict[str, Any]]:
         out = {}
         for path in self.settings.disk_path:
-            usage = self._safe(lambda p=path: psutil.disk_usage(p), f"disk {path}")
+            usage = self._safe(partial(psutil.disk_usage, path), f"disk {path}")
             if usage is not None:
                 out[path] = {"percent": usage.percent, "free_bytes": int(usage.free)}
         return out
@@ -170,7 +171,7 @@ class Probe:
             try:
                 with urllib.request.urlopen(s.plugin_url, timeout=s.plugin_timeout) as resp:
                     return self._plugin_json(resp.read(256 * 1024).decode("utf-8", "replace"))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken plugin endpoint must not stop the metrics loop
                 self._note_plugin(f"plugin URL failed: {exc}")
         return None
 

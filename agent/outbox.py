@@ -25,7 +25,7 @@ MAX_MESSAGES = 10_000
 T = TypeVar("T")
 
 
-class OutboxFull(Exception):
+class OutboxFullError(Exception):
     """The disk is full and nothing could be dropped to make room: keep the records in memory and retry."""
 
 
@@ -102,17 +102,17 @@ class Outbox:
                     trimmed = self._trim(db, max(2 * size, 64 * 1024))
                 self._dropped_now(*trimmed)
             if not trimmed[0]:
-                raise OutboxFull("disk full and no log records left to drop") from first
+                raise OutboxFullError("disk full and no log records left to drop") from first
             self.store.checkpoint()  # hand the WAL's space back to the file system
             try:
                 return write()
             except sqlite3.OperationalError as exc:
                 if disk_full(exc):
-                    raise OutboxFull(f"disk still full after dropping {trimmed[0]} old records") from exc
+                    raise OutboxFullError(f"disk still full after dropping {trimmed[0]} old records") from exc
                 raise
         except sqlite3.OperationalError as exc:
             if disk_full(exc):
-                raise OutboxFull(f"disk full and no room to drop old records: {exc}") from first
+                raise OutboxFullError(f"disk full and no room to drop old records: {exc}") from first
             raise
         finally:
             self.store.restore_reserve()
@@ -124,8 +124,9 @@ class Outbox:
         dropped = freed = 0
         for floor in (self.published_upto, 0):
             while freed < need:
-                rows = db.execute("SELECT seq, LENGTH(body) FROM logs WHERE seq > ? ORDER BY seq LIMIT 500",
-                                  (floor,)).fetchall()
+                rows = db.execute(
+                    "SELECT seq, LENGTH(body) FROM logs WHERE seq > ? ORDER BY seq LIMIT 500", (floor,)
+                ).fetchall()
                 if not rows:
                     break
                 cut = []
@@ -157,12 +158,15 @@ class Outbox:
             with self.store.transaction() as db:
                 if also is not None:
                     also(db)
-                db.execute("INSERT INTO messages (topic, payload, retain) VALUES (?, ?, ?)",
-                           (topic, payload, int(retain)))
+                db.execute(
+                    "INSERT INTO messages (topic, payload, retain) VALUES (?, ?, ?)", (topic, payload, int(retain))
+                )
                 (count,) = db.execute("SELECT COUNT(*) FROM messages").fetchone()
                 if count > MAX_MESSAGES:
-                    db.execute("DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?)",
-                               (count - MAX_MESSAGES,))
+                    db.execute(
+                        "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?)",
+                        (count - MAX_MESSAGES,),
+                    )
                     log.warning("outbox full: dropped %s oldest messages", count - MAX_MESSAGES)
 
         self._with_room(insert, len(payload))
@@ -176,7 +180,8 @@ class Outbox:
         )
         if not rows:
             return None
-        records, size, last = [], 0, rows[0][0]
+        records: list[dict] = []
+        size, last = 0, rows[0][0]
         for seq, body in rows:
             if records and size + len(body) > max_bytes:
                 break

@@ -38,8 +38,14 @@ _WARN_EVERY_S = 60.0
 class RelayBridge:
     """Loopback listener bridged to MQTT; `publish_up` returns False when the broker is not connected."""
 
-    def __init__(self, port: int, publish_up: Callable[[bytes], bool], turn: TurnFetcher | None = None,
-                 origins: Sequence[str] = (), max_clients: int = MAX_CLIENTS) -> None:
+    def __init__(
+        self,
+        port: int,
+        publish_up: Callable[[bytes], bool],
+        turn: TurnFetcher | None = None,
+        origins: Sequence[str] = (),
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
         self.port = port
         self.publish_up = publish_up
         self.turn = turn

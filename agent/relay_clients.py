@@ -44,7 +44,9 @@ class RelayBridge(Protocol):
     stopping: threading.Event
     publish_up: Callable[[bytes], bool]
 
+    @property
     def client_count(self) -> int: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,18 @@ def connection_handler(bridge: RelayBridge, listener: socket.socket) -> Callable
     if ws_log.level == logging.NOTSET:
         ws_log.setLevel(logging.WARNING)  # not a line per connection opened or request answered
         ws_log.addFilter(_QuietHandshakes())
-    server = serve(lambda conn: _serve(bridge, conn), sock=listener,
-                   process_request=lambda conn, request: _check(bridge, request),
-                   max_size=MAX_RELAY_BYTES, compression=None, ping_interval=None, open_timeout=5,
-                   close_timeout=2, server_header=None, logger=ws_log)
+    server = serve(
+        lambda conn: _serve(bridge, conn),
+        sock=listener,
+        process_request=lambda _conn, request: _check(bridge, request),
+        max_size=MAX_RELAY_BYTES,
+        compression=None,
+        ping_interval=None,
+        open_timeout=5,
+        close_timeout=2,
+        server_header=None,
+        logger=ws_log,
+    )
     return server.handler
 
 
@@ -104,8 +114,9 @@ def _check(bridge: RelayBridge, request: Request) -> Response | None:
     if host not in _LOOPBACK_NAMES:
         return _json(403, {"detail": "the relay bridge answers only to 127.0.0.1 or localhost"})
     origin = request.headers.get("Origin")
-    if origin is not None and not (urlsplit(origin).hostname in _LOOPBACK_NAMES
-                                   or origin.rstrip("/") in bridge.origins):
+    if origin is not None and not (
+        urlsplit(origin).hostname in _LOOPBACK_NAMES or origin.rstrip("/") in bridge.origins
+    ):
         return _json(403, {"detail": f"origin {origin[:100]!r} is not allowed (see relay_origin)"})
     path = urlsplit(request.path).path
     if path == "/turn-credentials":
@@ -129,16 +140,19 @@ def _turn_answer(bridge: RelayBridge, origin: str | None) -> Response:
 
 def _serve(bridge: RelayBridge, conn: ServerConnection) -> None:
     """One local client, on its websockets handler thread: what it sends goes to relay/up."""
+    try:
+        peer = conn.remote_address[1]
+    except OSError:  # gone between the handshake and here: nothing to serve, no slot to take
+        return
     client = LocalClient(conn)
     with bridge.lock:
         if len(bridge.clients) >= bridge.max_clients:
             conn.close(CLOSE_TRY_AGAIN, "too many local relay clients")
             return
         bridge.clients.add(client)
-    threading.Thread(target=_write, args=(client,), name="agent-relay-out", daemon=True).start()
-    peer = conn.remote_address[1]
     log.info("relay client connected from port %s", peer)
     try:
+        threading.Thread(target=_write, args=(client,), name="agent-relay-out", daemon=True).start()
         for message in conn:
             if bridge.stopping.is_set():
                 break
@@ -185,6 +199,13 @@ class _QuietHandshakes(logging.Filter):
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     data = json.dumps(body).encode()
-    all_headers = Headers({"Content-Type": "application/json", "Content-Length": str(len(data)),
-                           "Cache-Control": "no-store", "Connection": "close", **(headers or {})})
+    all_headers = Headers(
+        {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(data)),
+            "Cache-Control": "no-store",
+            "Connection": "close",
+            **(headers or {}),
+        }
+    )
     return Response(status, _REASONS.get(status, ""), all_headers, data)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import signal
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -20,6 +23,7 @@ from agent.outbox import Outbox
 from agent.process import Outcome, run_command
 from agent.sender import OutboxSender
 from agent.store import Store
+from agent.terminal import TerminalHost
 from agent.updater import Updater, describe
 from protocol.errors import ProtocolError
 from protocol.ids import now_ms
@@ -56,16 +60,24 @@ class Agent:
             from agent.relay_bridge import RelayBridge
 
             self.relay = RelayBridge(settings.relay_port, self._publish_relay_up, self.turn, settings.relay_origin)
+        self.terminal = TerminalHost(settings, self._publish_term)
         subscriptions = [self._topic(Kind.CMD), self._topic(Kind.CONFIG_DESIRED), self._topic(Kind.ACK)]
         if self.relay is not None:
             subscriptions.append(self._topic(Kind.RELAY_DOWN))
+        subscriptions.append(self.terminal.filter)  # always: a refused shell is told why
         self.connection = Connection(
             settings,
-            Hooks(birth=self._birth, on_connected=self._on_connected, on_message=self._on_message),
+            Hooks(
+                birth=self._birth,
+                on_connected=self._on_connected,
+                on_disconnected=self.terminal.on_disconnected,
+                on_message=self._on_message,
+            ),
             subscriptions=subscriptions,
         )
-        self.sender = OutboxSender(self.outbox, self.connection, self._topic(Kind.LOGS), settings.log_batch_records,
-                                   settings.ack_timeout)
+        self.sender = OutboxSender(
+            self.outbox, self.connection, self._topic(Kind.LOGS), settings.log_batch_records, settings.ack_timeout
+        )
         self.probe = Probe(settings, lambda: (__version__, self.software_version))
         self.pump: LogPump | None = None
         self.journal: JournalFollower | None = None
@@ -84,7 +96,7 @@ class Agent:
             CommandLedger(self.store, self.boot_id),
             self._report_result,
             handlers={
-                "ping": lambda args: Done("pong"),
+                "ping": lambda _args: Done("pong"),
                 "restart": self._restart,
                 "reboot": self._reboot,
                 "update": self._update,
@@ -103,8 +115,13 @@ class Agent:
         if self._started:
             return
         self._started = True
-        log.info("agent %s starting as %s -> %s (software %s)", __version__, self.device_id,
-                 self.settings.broker_url, self.software_version or "unknown")
+        log.info(
+            "agent %s starting as %s -> %s (software %s)",
+            __version__,
+            self.device_id,
+            self.settings.broker_url,
+            self.software_version or "unknown",
+        )
         self.updater.resume_interrupted(self, self._report_result)  # an update a crash cut short is rolled back
         self.commands.start()
         self.sender.start()
@@ -117,6 +134,7 @@ class Agent:
             self.turn.start()
         if self.relay is not None:
             self.relay.start()
+        self.terminal.start()
         self.connection.start()
 
     def stop(self, clean: bool = True, timeout: float = 5.0) -> None:
@@ -131,6 +149,7 @@ class Agent:
             if follower is not None:
                 follower.stop(timeout)
         self.commands.stop(timeout)
+        self.terminal.stop(timeout)  # before the connection: the service hears why its sessions end
         if self.relay is not None:
             self.relay.stop(timeout)
         if self.turn is not None:
@@ -146,15 +165,29 @@ class Agent:
         """CLI entry: run until SIGTERM or SIGINT, then stop cleanly."""
         done = threading.Event()
 
-        def _signal(signum: int, frame: Any) -> None:
+        def _signal(signum: int, _frame: Any) -> None:
             log.info("received signal %s; stopping", signum)
             done.set()
 
+        # The kernel may hand the signal to any thread; Python runs the handler on the main thread only when that
+        # thread wakes. A blocking Event.wait() may never wake, so the main thread sleeps on a socket that the C
+        # signal handler writes to, whichever thread it ran on.
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        previous = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, _signal)
         signal.signal(signal.SIGINT, _signal)
-        self.start()
-        while not done.wait(3600):
-            pass
+        try:
+            self.start()
+            while not done.is_set():
+                if select.select([wake_r], [], [], 3600)[0]:
+                    with contextlib.suppress(BlockingIOError):
+                        wake_r.recv(512)
+        finally:
+            signal.set_wakeup_fd(previous)
+            wake_r.close()
+            wake_w.close()
         self.stop(clean=True)
 
     @property
@@ -171,8 +204,15 @@ class Agent:
         return topic(self.device_id, kind)
 
     def _birth(self, session: str) -> bytes:
-        return encode(Birth(ts=now_ms(), session=session, agent_version=__version__,
-                            software_version=self.software_version[:128], boot_id=self.boot_id[:64]))
+        return encode(
+            Birth(
+                ts=now_ms(),
+                session=session,
+                agent_version=__version__,
+                software_version=self.software_version[:128],
+                boot_id=self.boot_id[:64],
+            )
+        )
 
     def _report_result(self, result: CommandResult, also: Callable[[sqlite3.Connection], None]) -> None:
         self.outbox.add_message(self._topic(Kind.CMD_RESULT), encode(result), also=also)
@@ -183,7 +223,10 @@ class Agent:
     def _publish_relay_up(self, data: bytes) -> bool:
         return self.connection.publish(self._topic(Kind.RELAY_UP), data, qos=1) is not None
 
-    def _on_connected(self, session: str) -> None:
+    def _publish_term(self, name: str, data: bytes) -> bool:
+        return self.connection.publish(name, data, qos=1) is not None
+
+    def _on_connected(self, _session: str) -> None:
         self.sender.wake()
         self._heartbeat_now.set()
 
@@ -191,6 +234,7 @@ class Agent:
         try:
             kind = parse(name).kind
         except ProtocolError:
+            self.terminal.on_message(name, payload)  # a session's downlink, or nothing of ours
             return
         if kind is Kind.ACK:
             self.sender.on_ack(payload)
@@ -206,6 +250,7 @@ class Agent:
                 log.warning("ignoring an invalid desired config: %s", exc)
                 return
             assert isinstance(desired, ConfigDesired)
+            self.terminal.on_desired_config(desired.config)
             self.commands.enqueue(lambda: self.configs.on_desired(desired))
 
     # Periodic telemetry -----------------------------------------------------------------
@@ -267,7 +312,7 @@ class Agent:
             raise CommandError(text, exit_code=failed.exit_code)
         return Done(text)
 
-    def _reboot(self, args: dict[str, Any]) -> Done:
+    def _reboot(self, _args: dict[str, Any]) -> Done:
         outcome = run_command(self.settings.reboot_command, self.settings.command_timeout)
         if not outcome.ok:
             raise CommandError(outcome.describe(), exit_code=outcome.exit_code)

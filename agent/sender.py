@@ -43,8 +43,9 @@ class _Sent:
 class OutboxSender:
     """Publishes pending logs and messages while connected; resends what the service has not acknowledged."""
 
-    def __init__(self, outbox: Outbox, connection: Connection, logs_topic: str, batch_records: int,
-                 ack_timeout: float = 20.0) -> None:
+    def __init__(
+        self, outbox: Outbox, connection: Connection, logs_topic: str, batch_records: int, ack_timeout: float = 20.0
+    ) -> None:
         self.outbox = outbox
         self.connection = connection
         self.logs_topic = logs_topic
@@ -154,8 +155,11 @@ class OutboxSender:
                 return
             sent.sent_at = now
             self.resent += 1
-        log.info("sent %d unacknowledged outbox messages again (%s)", len(self._awaiting),
-                 "reconnected" if reconnected else f"no ack within {self._wait / 2:.0f} s")
+        log.info(
+            "sent %d unacknowledged outbox messages again (%s)",
+            len(self._awaiting),
+            "reconnected" if reconnected else f"no ack within {self._wait / 2:.0f} s",
+        )
 
     def _send_next(self) -> bool:
         self._connects = self.connection.connects  # what goes out now goes out on this connection

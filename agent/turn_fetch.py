@@ -140,8 +140,12 @@ class TurnFetcher:
         recovered = self._error is not None or self._cached is None
         self._cached, self._error, self._failures, self._retry_at = creds, None, 0, 0.0
         level = logging.INFO if recovered else logging.DEBUG
-        log.log(level, "TURN credentials fetched (valid %d s, next refresh in %.0f s)",
-                creds.ttl, max(MIN_REFRESH_S, creds.ttl / 2))
+        log.log(
+            level,
+            "TURN credentials fetched (valid %d s, next refresh in %.0f s)",
+            creds.ttl,
+            max(MIN_REFRESH_S, creds.ttl / 2),
+        )
         if self.file is not None:
             self._write_file(creds)
 
@@ -167,8 +171,9 @@ class TurnFetcher:
         if not password:
             raise TurnUnavailable("no secret configured for this unit")
         token = base64.b64encode(f"{self.settings.device_id}:{password}".encode()).decode()
-        request = urllib.request.Request(self.url, headers={"Accept": "application/json",
-                                                            "User-Agent": f"fleet-agent/{__version__}"})
+        request = urllib.request.Request(
+            self.url, headers={"Accept": "application/json", "User-Agent": f"fleet-agent/{__version__}"}
+        )
         request.add_unredirected_header("Authorization", f"Basic {token}")  # never sent on to a redirect target
         self.fetches += 1
         started = time.monotonic()
@@ -248,7 +253,14 @@ def _parse(raw: bytes, fetched: float) -> TurnCredentials:
     servers = body.get("iceServers") if isinstance(body, dict) else None
     ttl = body.get("ttl") if isinstance(body, dict) else None
     expires_at = body.get("expiresAt") if isinstance(body, dict) else None
-    if (not isinstance(servers, list) or not servers or not all(isinstance(s, dict) and s.get("urls") for s in servers)
-            or not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1 or not isinstance(expires_at, str)):
+    if (
+        not isinstance(servers, list)
+        or not servers
+        or not all(isinstance(s, dict) and s.get("urls") for s in servers)
+        or not isinstance(ttl, int)
+        or isinstance(ttl, bool)
+        or ttl < 1
+        or not isinstance(expires_at, str)
+    ):
         raise unexpected
     return TurnCredentials(ice_servers=servers, expires_at=expires_at, ttl=ttl, fetched=fetched)

@@ -20,7 +20,7 @@ from agent.errors import UpdateError
 from agent.process import Outcome, run, run_command
 from agent.update_record import DESCRIBED, FINAL, UpdateJournal, UpdateRecord
 from protocol.ids import now_ms
-from protocol.payloads import CommandResult
+from protocol.payloads import CommandResult, ResultStatus
 
 if TYPE_CHECKING:
     import git
@@ -49,8 +49,11 @@ class UpdateHost(Protocol):
 
     settings: AgentSettings
     commands: CommandRunner
-    connection: _Birth
     software_version: str
+
+    @property
+    def connection(self) -> _Birth:  # read only: any link that can republish the birth message will do
+        ...
 
 
 def describe(repo_path: Path | None) -> str:
@@ -146,8 +149,9 @@ class Updater:
         self.journal.enter(record, "rollback")
         self._rollback(repo, previous, branch, steps)  # when its checkout fails, the next agent start tries again
         self.journal.enter(record, "rolled_back")
-        raise UpdateError("\n".join(steps) + f"\nupdate to {ref} failed: {reason}; rolled back to {previous}",
-                          rolled_back_to=previous)
+        raise UpdateError(
+            "\n".join(steps) + f"\nupdate to {ref} failed: {reason}; rolled back to {previous}", rolled_back_to=previous
+        )
 
     # Steps ----------------------------------------------------------------------------
 
@@ -247,12 +251,20 @@ class Updater:
         if record.phase in FINAL:  # it had finished; the agent may have died before reporting it
             if status in _UNREPORTED:
                 if record.phase == "done":
-                    text = (f"updated {record.previous[:12]} -> {(record.target or '')[:12]} ({record.ref}); the "
-                            "agent stopped before reporting it")
+                    text = (
+                        f"updated {record.previous[:12]} -> {(record.target or '')[:12]} ({record.ref}); the "
+                        "agent stopped before reporting it"
+                    )
                     _report(ledger, report, record, "succeeded", 0, text)
                 else:
-                    _report(ledger, report, record, "failed", 1, f"update to {record.ref} failed: {record.reason}; "
-                                                                 f"rolled back to {record.previous}")
+                    _report(
+                        ledger,
+                        report,
+                        record,
+                        "failed",
+                        1,
+                        f"update to {record.ref} failed: {record.reason}; rolled back to {record.previous}",
+                    )
             self.journal.clear()
             return
         if record.cmd_id is not None and status in _UNREPORTED:
@@ -268,8 +280,10 @@ class Updater:
         if record.reason:  # it had failed and was rolling back (a rollback checkout that failed, or a crash in it)
             steps = [f"the update to {record.ref}{target} failed: {record.reason}"]
         else:
-            steps = [f"interrupted: the agent stopped during the {DESCRIBED[record.interrupted_in]} of the update to "
-                     f"{record.ref}{target}"]
+            steps = [
+                f"interrupted: the agent stopped during the {DESCRIBED[record.interrupted_in]} of the update to "
+                f"{record.ref}{target}"
+            ]
         if record.attempts:
             steps.append(f"{record.attempts} earlier rollback attempt(s) did not finish")
         if record.phase == "fetch" and self._head() == previous:
@@ -283,8 +297,13 @@ class Updater:
             return
         record.attempts += 1
         self.journal.enter(record, "rollback")  # counted before it runs: a rollback that kills the agent counts
-        log.warning("%s; rolling back to %s (attempt %d of %d)", "; ".join(steps), previous[:12], record.attempts,
-                    MAX_ROLLBACK_ATTEMPTS)
+        log.warning(
+            "%s; rolling back to %s (attempt %d of %d)",
+            "; ".join(steps),
+            previous[:12],
+            record.attempts,
+            MAX_ROLLBACK_ATTEMPTS,
+        )
         try:
             if self.settings.repo is None:
                 raise UpdateError("\n".join([*steps, "ROLLBACK FAILED: no repo is configured any more"]))
@@ -298,8 +317,10 @@ class Updater:
             if record.attempts >= MAX_ROLLBACK_ATTEMPTS:
                 self._give_up(record, steps, ledger, report)
                 return
-            steps.append(f"rollback to {previous} failed; still on {self._head()[:12]}; the next agent start tries "
-                         f"again (attempt {record.attempts} of {MAX_ROLLBACK_ATTEMPTS})")
+            steps.append(
+                f"rollback to {previous} failed; still on {self._head()[:12]}; the next agent start tries "
+                f"again (attempt {record.attempts} of {MAX_ROLLBACK_ATTEMPTS})"
+            )
             log.error("%s", "\n".join(steps))
             _report(ledger, report, record, "failed", 1, "\n".join(steps))
             return
@@ -313,8 +334,10 @@ class Updater:
         self.journal.clear()
 
     def _give_up(self, record: UpdateRecord, steps: list[str], ledger: CommandLedger, report: Report) -> None:
-        steps.append(f"giving up after {record.attempts} attempts to roll back to {record.previous}: the unit stays "
-                     f"on {self._head()}; check the checkout {self.settings.repo} by hand")
+        steps.append(
+            f"giving up after {record.attempts} attempts to roll back to {record.previous}: the unit stays "
+            f"on {self._head()}; check the checkout {self.settings.repo} by hand"
+        )
         log.error("%s", "\n".join(steps))
         _report(ledger, report, record, "failed", 1, "\n".join(steps))
         self.journal.clear()
@@ -328,8 +351,9 @@ class Updater:
 
 def _running_update(ledger: CommandLedger) -> str | None:
     """The `update` command the worker is running (commands run one at a time), as the ledger says."""
-    rows = ledger.store.query("SELECT id FROM commands WHERE name = 'update' AND status = 'running' ORDER BY ts DESC "
-                              "LIMIT 1")
+    rows = ledger.store.query(
+        "SELECT id FROM commands WHERE name = 'update' AND status = 'running' ORDER BY ts DESC LIMIT 1"
+    )
     return rows[0][0] if rows else None
 
 
@@ -338,8 +362,9 @@ def _ledger_status(ledger: CommandLedger, cmd_id: str | None) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _report(ledger: CommandLedger, report: Report, record: UpdateRecord, status: str, exit_code: int,
-            output: str) -> None:
+def _report(
+    ledger: CommandLedger, report: Report, record: UpdateRecord, status: ResultStatus, exit_code: int, output: str
+) -> None:
     """Report the command's final result once: not when it has no id or was already reported."""
     cmd_id = record.cmd_id
     if cmd_id is None or _ledger_status(ledger, cmd_id) not in _UNREPORTED:

@@ -5,7 +5,7 @@ Usage: python benchmarks/agent_footprint.py [--seconds 120] [--entry module|flee
 Starts Mosquitto on a free port (anonymous, loopback), a subscriber that counts what the agent publishes,
 and the agent as a subprocess the way the installed systemd unit runs it (`python -m agent`; `--entry fleet`
 runs `fleet agent`, which also imports the other parts' CLI modules). After a warm-up it samples the agent's RSS every
-second and its CPU time (user+system, children included) over the window. Targets (DESIGN.md section 7):
+second and its CPU time (user+system, children included) over the window. Targets (docs/performance.md):
 RSS < 40 MB, CPU < 0.5 % of one core.
 """
 
@@ -41,8 +41,11 @@ def free_port() -> int:
 def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen:
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([shutil.which("mosquitto") or "mosquitto", "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -58,10 +61,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="measurement window (default 120)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds ignored after start (default 5)")
-    parser.add_argument("--entry", choices=("module", "fleet"), default="module",
-                        help="`python -m agent` (as the installed unit runs it, default) or `fleet agent`")
-    parser.add_argument("--units", type=int, default=0,
-                        help="watched units, each checked with `true` every metrics interval (default 0)")
+    parser.add_argument(
+        "--entry",
+        choices=("module", "fleet"),
+        default="module",
+        help="`python -m agent` (as the installed unit runs it, default) or `fleet agent`",
+    )
+    parser.add_argument(
+        "--units",
+        type=int,
+        default=0,
+        help="watched units, each checked with `true` every metrics interval (default 0)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))  # run the cleanup below when stopped
 
@@ -83,8 +94,18 @@ def main() -> int:
     sub.loop_start()
 
     entry = ["-m", "fleet_cli.main", "agent"] if args.entry == "fleet" else ["-m", "agent"]
-    cmd = [sys.executable, *entry, "--device-id", "bench-1", "--broker-url", f"mqtt://127.0.0.1:{port}",
-           "--state-dir", str(workdir / "state"), "--secret", "unused"]
+    cmd = [
+        sys.executable,
+        *entry,
+        "--device-id",
+        "bench-1",
+        "--broker-url",
+        f"mqtt://127.0.0.1:{port}",
+        "--state-dir",
+        str(workdir / "state"),
+        "--secret",
+        "unused",
+    ]
     for n in range(args.units):
         cmd += ["--unit", f"unit{n}.service"]
     if args.units:
@@ -121,8 +142,10 @@ def main() -> int:
         broker.wait(5)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"agent entry: {' '.join(entry[1:])}; window {wall:.0f} s after {args.warmup:.0f} s warm-up; "
-          f"units {args.units}; threads {threads}")
+    print(
+        f"agent entry: {' '.join(entry[1:])}; window {wall:.0f} s after {args.warmup:.0f} s warm-up; "
+        f"units {args.units}; threads {threads}"
+    )
     print(f"RSS: mean {sum(rss) / len(rss):.1f} MB, max {max(rss):.1f} MB (target < {RSS_TARGET_MB:.0f} MB)")
     print(f"CPU: {cpu_s:.2f} s over {wall:.0f} s = {cpu_pct:.3f} % of one core (target < {CPU_TARGET_PERCENT} %)")
     print(f"published: {dict(sorted(counts.items()))}")

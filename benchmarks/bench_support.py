@@ -28,10 +28,12 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from fleet_service.db import make_engine, migrate  # noqa: E402
-from fleet_service.models import BrokerCredential, Device  # noqa: E402
-from fleet_service.mosquitto_acl import acl_text  # noqa: E402
-from fleet_service.mosquitto_admin import password_hash  # noqa: E402
+from fleet_service.db.engine import make_engine, migrate  # noqa: E402
+from fleet_service.devices.models import Device  # noqa: E402
+from fleet_service.devices.tags import store_tags  # noqa: E402
+from fleet_service.mosquitto.acl import acl_text  # noqa: E402
+from fleet_service.mosquitto.admin import password_hash  # noqa: E402
+from fleet_service.mosquitto.models import BrokerCredential  # noqa: E402
 from protocol.ids import SERVICE_USERNAME, new_secret, now_ms  # noqa: E402
 from protocol.secrets import hash_secret  # noqa: E402
 from tests.support.services import FreshDatabase, Mosquitto, free_port, postgres_available  # noqa: E402
@@ -86,10 +88,13 @@ def insert_units(url: str, ids: list[str]) -> str:
     engine: Engine = make_engine(url)
     with engine.begin() as conn:
         for start in range(0, len(ids), 2000):
-            chunk = ids[start:start + 2000]
+            chunk = ids[start : start + 2000]
             conn.execute(insert(Device), [{**template, "id": i} for i in chunk])
-            conn.execute(insert(BrokerCredential),
-                         [{"device_id": i, "password_hash": broker_hash, "updated_at": now} for i in chunk])
+            store_tags(conn, {i: template["tags"] for i in chunk})
+            conn.execute(
+                insert(BrokerCredential),
+                [{"device_id": i, "password_hash": broker_hash, "updated_at": now} for i in chunk],
+            )
     engine.dispose()
     return secret
 
@@ -103,8 +108,10 @@ def start_mosquitto(directory: Path, unit_secret: str | None, ids: list[str], ex
         lines += [f"{i}:{unit_hash}" for i in ids]
     passwd.write_text("\n".join(lines) + "\n")
     (directory / "acl").write_text(acl_text())
-    config = (f"allow_anonymous false\npassword_file {passwd}\nacl_file {directory / 'acl'}\n"
-              "message_size_limit 262144\n" + extra)
+    config = (
+        f"allow_anonymous false\npassword_file {passwd}\nacl_file {directory / 'acl'}\n"
+        "message_size_limit 262144\n" + extra
+    )
     return Mosquitto(workdir=directory / "mosquitto", extra_config=config).start()
 
 
@@ -114,7 +121,7 @@ def service_url(port: int) -> str:
 
 def write_secrets_cache(path: Path, target: str, ids: list[str], secret: str) -> None:
     """Pre-fill `fleet simulate`'s secrets cache so it enrolls nothing."""
-    from fleet_service.simulator_enroll import SecretCache
+    from simulator.enroll import SecretCache
 
     cache = SecretCache(path, target)
     cache.secrets.update(dict.fromkeys(ids, secret))
@@ -127,8 +134,13 @@ class Proc:
     def __init__(self, name: str, args: list[str], directory: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = directory / f"{name}.log"
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "fleet_cli.main", *args], cwd=directory,
-                                     env={**clean_env(), **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet_cli.main", *args],
+            cwd=directory,
+            env={**clean_env(), **(env or {})},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         self.ps = psutil.Process(self.proc.pid)
 
     def alive(self) -> bool:
@@ -156,19 +168,56 @@ class Proc:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_fleet(embedded: bool, tmp: Path, url: str, http_port: int, unit_secret: str, ids: list[str],
-                mosquitto_extra: str = "", env: dict[str, str] | None = None) -> tuple[Proc, Mosquitto | None, int]:
+def start_fleet(
+    embedded: bool,
+    tmp: Path,
+    url: str,
+    http_port: int,
+    unit_secret: str,
+    ids: list[str],
+    mosquitto_extra: str = "",
+    env: dict[str, str] | None = None,
+) -> tuple[Proc, Mosquitto | None, int]:
     """`fleet up` (embedded) or Mosquitto + `fleet service`; returns the service, Mosquitto (or None), MQTT port."""
     if embedded:
         mqtt_port = free_port()
-        service = Proc("service", ["up", "--data-dir", str(tmp), "--database-url", url, "--http-port",
-                                   str(http_port), "--mqtt-port", str(mqtt_port), "--admin-token", ADMIN_TOKEN],
-                       tmp, env=env)
+        service = Proc(
+            "service",
+            [
+                "up",
+                "--data-dir",
+                str(tmp),
+                "--database-url",
+                url,
+                "--http-port",
+                str(http_port),
+                "--mqtt-port",
+                str(mqtt_port),
+                "--admin-token",
+                ADMIN_TOKEN,
+            ],
+            tmp,
+            env=env,
+        )
         return service, None, mqtt_port
     mosquitto = start_mosquitto(tmp, unit_secret, ids, mosquitto_extra)
-    service = Proc("service", ["service", "--broker-url", service_url(mosquitto.port), "--database-url", url,
-                               "--http-port", str(http_port), "--admin-token", ADMIN_TOKEN, "--replica-id", "bench"],
-                   tmp)
+    service = Proc(
+        "service",
+        [
+            "service",
+            "--broker-url",
+            service_url(mosquitto.port),
+            "--database-url",
+            url,
+            "--http-port",
+            str(http_port),
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--replica-id",
+            "bench",
+        ],
+        tmp,
+    )
     return service, mosquitto, mosquitto.port
 
 
@@ -206,10 +255,27 @@ def summary_ms(values_s: list[float]) -> str:
     if not values_s:
         return "no samples"
     ms = [v * 1000 for v in values_s]
-    return (f"p50 {percentile(ms, 50):.1f} ms, p95 {percentile(ms, 95):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
-            f"max {max(ms):.1f} ms, mean {statistics.fmean(ms):.1f} ms (n={len(ms)})")
+    return (
+        f"p50 {percentile(ms, 50):.1f} ms, p95 {percentile(ms, 95):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
+        f"max {max(ms):.1f} ms, mean {statistics.fmean(ms):.1f} ms (n={len(ms)})"
+    )
 
 
-__all__ = ["ADMIN_TOKEN", "Proc", "ROOT", "SERVICE_SECRET", "clean_env", "database", "free_port", "insert_units",
-           "percentile", "scrape", "service_url", "start_mosquitto", "summary_ms", "wait_http", "workdir",
-           "write_secrets_cache"]
+__all__ = [
+    "ADMIN_TOKEN",
+    "Proc",
+    "ROOT",
+    "SERVICE_SECRET",
+    "clean_env",
+    "database",
+    "free_port",
+    "insert_units",
+    "percentile",
+    "scrape",
+    "service_url",
+    "start_mosquitto",
+    "summary_ms",
+    "wait_http",
+    "workdir",
+    "write_secrets_cache",
+]

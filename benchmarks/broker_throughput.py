@@ -140,15 +140,19 @@ def main() -> None:
     units = {f"p{i}": hash_secret(f"secret-p{i}") for i in range(args.publishers)}
     broker = BrokerThread(args.broker, StaticCredentialStore(SERVICE_SECRET, units))
     try:
-        print(f"broker={args.broker} publishers={args.publishers} messages={args.messages} "
-              f"payload={args.payload_bytes} B, one subscriber")
+        print(
+            f"broker={args.broker} publishers={args.publishers} messages={args.messages} "
+            f"payload={args.payload_bytes} B, one subscriber"
+        )
         for qos in (0, 1):
             cpu_before = broker.cpu_seconds()
             elapsed, received = run_round(broker.port, qos, args.publishers, args.messages, args.payload_bytes)
             cpu = broker.cpu_seconds() - cpu_before
-            print(f"QoS {qos}: {received / elapsed:8.0f} msg/s  ({received}/{args.messages} received "
-                  f"in {elapsed:.2f} s; broker thread {cpu:.2f} CPU s = {1e6 * cpu / max(received, 1):.0f} us/msg, "
-                  f"{received / cpu if cpu else 0:.0f} msg per CPU second)")
+            print(
+                f"QoS {qos}: {received / elapsed:8.0f} msg/s  ({received}/{args.messages} received "
+                f"in {elapsed:.2f} s; broker thread {cpu:.2f} CPU s = {1e6 * cpu / max(received, 1):.0f} us/msg, "
+                f"{received / cpu if cpu else 0:.0f} msg per CPU second)"
+            )
     finally:
         broker.stop()
 

@@ -59,13 +59,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_support import ADMIN_TOKEN, Proc, scrape  # noqa: E402
 
-from fleet_service.config import ServiceSettings  # noqa: E402
+from fleet_service.settings import ServiceSettings  # noqa: E402
 from protocol.topics import topic  # noqa: E402
 from tests.faults.test_agent_disk_full import outbox_state  # noqa: E402
 from tests.faults.test_bad_payloads import poison  # noqa: E402
-from tests.faults.test_service_crash import AGENT_OPTIONS  # noqa: E402
 from tests.support.agent_process import AgentProcesses  # noqa: E402
 from tests.support.faults import (  # noqa: E402
+    AGENT_OPTIONS,  # noqa: E402
     BurstLineWriter,
     FleetUpProcess,
     Tally,
@@ -97,7 +97,7 @@ GARBAGE_RATE = 500.0  # bad messages/s from the flooding unit
 REPLICAS = ("a", "b")
 DROPPED = 'fleet_ingest_dropped_total{reason="'
 
-logging.getLogger("fleet_service.mosquitto_admin").setLevel(logging.ERROR)  # "no PID file" before the first start
+logging.getLogger("fleet_service.mosquitto.admin").setLevel(logging.ERROR)  # "no PID file" before the first start
 
 
 @dataclass
@@ -134,14 +134,19 @@ class Units:
 
     def start_agents(self, mqtt_port: int) -> None:
         for unit, writer in self.writers.items():
-            self.procs[unit] = self.agents.start(mqtt_port, unit, self.secrets[unit], "--log-file", str(writer.path),
-                                                 *AGENT_OPTIONS)
+            self.procs[unit] = self.agents.start(
+                mqtt_port, unit, self.secrets[unit], "--log-file", str(writer.path), *AGENT_OPTIONS
+            )
 
     def wait_online(self, api: httpx.Client) -> None:
         """Every agent connected, so its follower has opened its (still empty) file at the start."""
         for unit in self.writers:
-            wait_for(lambda u=unit: api.get(f"/api/devices/{u}/status").json().get("online"), timeout=60,
-                     interval=0.2, what=f"{unit} online")
+            wait_for(
+                lambda u=unit: api.get(f"/api/devices/{u}/status").json().get("online"),
+                timeout=60,
+                interval=0.2,
+                what=f"{unit} online",
+            )
         time.sleep(1)
 
     def kill_agents(self, sig: int) -> None:
@@ -326,14 +331,30 @@ class ScaledFleet:
         return httpx.Client(base_url=self.url(name), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=15)
 
     def start_replica(self, name: str) -> None:
-        env = {"FLEET_MOSQUITTO_PASSWORD_FILE": str(self.settings.mosquitto_password_file),
-               "FLEET_MOSQUITTO_ACL_FILE": str(self.settings.mosquitto_acl_file),
-               "FLEET_MOSQUITTO_PID_FILE": str(self.settings.mosquitto_pid_file),
-               "FLEET_ADMIN_TOKEN": ADMIN_TOKEN}
-        proc = Proc(f"replica-{name}-{self.starts[name]}",
-                    ["service", "--broker-url", self.settings.broker_url, "--database-url", self.database_url,
-                     "--replica-id", f"replica-{name}", "--http-port", str(self.http_ports[name]),
-                     "--data-dir", str(self.tmp / f"data-{name}")], self.tmp, env=env)
+        env = {
+            "FLEET_MOSQUITTO_PASSWORD_FILE": str(self.settings.mosquitto_password_file),
+            "FLEET_MOSQUITTO_ACL_FILE": str(self.settings.mosquitto_acl_file),
+            "FLEET_MOSQUITTO_PID_FILE": str(self.settings.mosquitto_pid_file),
+            "FLEET_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+        proc = Proc(
+            f"replica-{name}-{self.starts[name]}",
+            [
+                "service",
+                "--broker-url",
+                self.settings.broker_url,
+                "--database-url",
+                self.database_url,
+                "--replica-id",
+                f"replica-{name}",
+                "--http-port",
+                str(self.http_ports[name]),
+                "--data-dir",
+                str(self.tmp / f"data-{name}"),
+            ],
+            self.tmp,
+            env=env,
+        )
         self.starts[name] += 1
         self.replicas[name] = proc
 
@@ -359,7 +380,7 @@ class ScaledFleet:
             with self.client(name) as api:
                 for series, value in scrape(api).items():
                     if series.startswith(DROPPED):
-                        total[series[len(DROPPED):].split('"')[0]] += int(value)
+                        total[series[len(DROPPED) :].split('"')[0]] += int(value)
         return total
 
     def stop(self) -> None:
@@ -416,12 +437,18 @@ def garbage_flood(s: Scaled) -> str:
         time.sleep(0.01)
     raw.stop_clean()
     with contextlib.suppress(AssertionError):
-        wait_for(lambda: (s.fleet.dropped() - before).total() >= sent, timeout=60, interval=1,
-                 what="every bad message counted")
+        wait_for(
+            lambda: (s.fleet.dropped() - before).total() >= sent,
+            timeout=60,
+            interval=1,
+            what="every bad message counted",
+        )
     dropped = s.fleet.dropped() - before
     reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items()))
-    return (f"unit {unit} sent {sent} bad messages in {seconds:g} s; the replicas dropped {dropped.total()} "
-            f"({reasons or 'none'})")
+    return (
+        f"unit {unit} sent {sent} bad messages in {seconds:g} s; the replicas dropped {dropped.total()} "
+        f"({reasons or 'none'})"
+    )
 
 
 SCALED: dict[str, Callable[[Scaled], str | None]] = {
@@ -462,8 +489,11 @@ def cells(row: Row) -> tuple[str, ...]:
     if row.error:
         return (row.scenario, "-", "-", "-", "-", "-", "error")
     converge = f"{row.converge_s:.1f}" if row.converge_s is not None else f">{CONVERGE_TIMEOUT_S:.0f}"
-    return (row.scenario, *(str(row.total(f)) for f in ("sent", "stored", "lost", "doubled", "reported_dropped")),
-            converge)
+    return (
+        row.scenario,
+        *(str(row.total(f)) for f in ("sent", "stored", "lost", "doubled", "reported_dropped")),
+        converge,
+    )
 
 
 def table(rows: list[Row], header: bool = True) -> str:
@@ -489,16 +519,21 @@ def details(row: Row) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[4:]))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[4:]),
+    )
     parser.add_argument("--units", type=int, default=10, help="writing units per scenario (default 10)")
     parser.add_argument("--rate", type=float, default=20.0, help="lines/s per unit (default 20)")
-    parser.add_argument("--only", action="append", choices=NAMES, metavar="NAME",
-                        help="run only this scenario (repeatable)")
+    parser.add_argument(
+        "--only", action="append", choices=NAMES, metavar="NAME", help="run only this scenario (repeatable)"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every outage by this (default 1)")
-    parser.add_argument("--workdir", help="keep the scenarios' files here (default: a temporary directory, removed "
-                                          "when every row passes)")
+    parser.add_argument(
+        "--workdir",
+        help="keep the scenarios' files here (default: a temporary directory, removed when every row passes)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the files even when every row passes")
     args = parser.parse_args()
     names = args.only or NAMES
@@ -516,7 +551,7 @@ def main() -> int:
         print(f"[{time.monotonic() - started:6.0f} s] {name} ...", flush=True)
         try:
             row = (run_embedded if name in EMBEDDED else run_scaled)(name, tmp, args)
-        except Exception as exc:  # a scenario that could not run proves nothing: a failed row, logs kept
+        except Exception as exc:  # noqa: BLE001 (a scenario that could not run is a failed row, the soak goes on)
             (tmp / "error.txt").write_text(traceback.format_exc())
             row = Row(name, [], None, error=f"{type(exc).__name__}: {exc}"[:500])
         rows.append(row)
@@ -525,8 +560,10 @@ def main() -> int:
             print(details(row), flush=True)
     failed = [r for r in rows if r.failed]
     print()
-    print(f"fault soak: {args.units} units x {args.rate:g} lines/s, outages x{args.scale:g}, "
-          f"{time.monotonic() - started:.0f} s")
+    print(
+        f"fault soak: {args.units} units x {args.rate:g} lines/s, outages x{args.scale:g}, "
+        f"{time.monotonic() - started:.0f} s"
+    )
     print(table(rows))
     for row in rows:
         if details(row):

@@ -13,7 +13,7 @@ benchmark only). Once every unit is online it measures, over a steady window:
 - the service's RSS and CPU;
 - `GET /api/devices` latency (first page of 100, and `?status=online`) with the fleet running.
 
-Targets (DESIGN.md section 7): 10,000 units on Mosquitto + PostgreSQL with ingest lag < 1 s, RSS < 1 GB,
+Targets (docs/performance.md): 10,000 units on Mosquitto + PostgreSQL with ingest lag < 1 s, RSS < 1 GB,
 `GET /api/devices` p95 < 100 ms; the embedded mode holds >= 2,000 units.
 """
 
@@ -46,9 +46,10 @@ from bench_support import (  # noqa: E402
     write_secrets_cache,
 )
 
-from fleet_service.db import make_engine  # noqa: E402
-from fleet_service.simulator_enroll import database_target, unit_ids  # noqa: E402
+from fleet_service.cli.simulated_units import database_target  # noqa: E402
+from fleet_service.db.engine import make_engine  # noqa: E402
 from protocol.ids import now_ms  # noqa: E402
+from simulator.enroll import unit_ids  # noqa: E402
 
 
 class MetricLag:
@@ -65,8 +66,13 @@ class MetricLag:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         while not self._stop.is_set():
             try:
-                with httpx.stream("GET", f"{url}/api/events", params={"types": "metrics"}, headers=headers,
-                                  timeout=httpx.Timeout(30, read=60)) as r:
+                with httpx.stream(
+                    "GET",
+                    f"{url}/api/events",
+                    params={"types": "metrics"},
+                    headers=headers,
+                    timeout=httpx.Timeout(30, read=60),
+                ) as r:
                     for line in r.iter_lines():
                         if self._stop.is_set():
                             return
@@ -105,8 +111,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, help="simulated units (default 10000; 2000 with --mode embedded)")
     parser.add_argument("--mode", choices=["mosquitto", "embedded"], default="mosquitto")
-    parser.add_argument("--database", choices=["postgres", "sqlite"],
-                        help="default: postgres with mosquitto, sqlite with embedded")
+    parser.add_argument(
+        "--database", choices=["postgres", "sqlite"], help="default: postgres with mosquitto, sqlite with embedded"
+    )
     parser.add_argument("--window", type=float, default=60.0, help="steady-state window in seconds (default 60)")
     parser.add_argument("--connect-rate", type=float, help="unit connections per second (default 250; 60 embedded)")
     parser.add_argument("--requests", type=int, default=200, help="GET /api/devices requests per query shape")
@@ -122,23 +129,49 @@ def main() -> int:
         secret = insert_units(url, ids)
         target = database_target(make_engine(url))
         write_secrets_cache(tmp / "units.json", target, ids, secret)
-        print(f"fleet_scale: {units} units in {args.mode} mode on {db_kind}; inserted in "
-              f"{time.monotonic() - t0:.1f}s (one shared secret hashed once, benchmark only)", flush=True)
+        print(
+            f"fleet_scale: {units} units in {args.mode} mode on {db_kind}; inserted in "
+            f"{time.monotonic() - t0:.1f}s (one shared secret hashed once, benchmark only)",
+            flush=True,
+        )
 
         http_port = free_port()
-        service, mosquitto, mqtt_port = start_fleet(embedded, tmp, url, http_port, secret, ids,
-                                                    "max_queued_messages 100000\n")
+        service, mosquitto, mqtt_port = start_fleet(
+            embedded, tmp, url, http_port, secret, ids, "max_queued_messages 100000\n"
+        )
         sim = None
         lag = None
         try:
             base = f"http://127.0.0.1:{http_port}"
             wait_http(base)
             api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
-            sim = Proc("simulate", ["--log-level", "WARNING", "simulate", "--devices", str(units), "--prefix",
-                                    "bench", "--broker-url", f"mqtt://127.0.0.1:{mqtt_port}", "--database-url", url,
-                                    "--secrets-file", str(tmp / "units.json"), "--connect-rate", str(rate),
-                                    "--heartbeat-interval", "30", "--metrics-interval", "10",
-                                    "--log-interval", "60"], tmp)
+            sim = Proc(
+                "simulate",
+                [
+                    "--log-level",
+                    "WARNING",
+                    "simulate",
+                    "--devices",
+                    str(units),
+                    "--prefix",
+                    "bench",
+                    "--broker-url",
+                    f"mqtt://127.0.0.1:{mqtt_port}",
+                    "--database-url",
+                    url,
+                    "--secrets-file",
+                    str(tmp / "units.json"),
+                    "--connect-rate",
+                    str(rate),
+                    "--heartbeat-interval",
+                    "30",
+                    "--metrics-interval",
+                    "10",
+                    "--log-interval",
+                    "60",
+                ],
+                tmp,
+            )
             started = time.monotonic()
             count = 0
             deadline = started + units / rate * 3 + 120
@@ -148,8 +181,10 @@ def main() -> int:
                     raise SystemExit(f"a process died:\n{sim.tail()}\n{service.tail()}")
                 count = max(count, online(api))
             connect_s = time.monotonic() - started
-            print(f"fleet_scale: {count}/{units} units online after {connect_s:.0f}s "
-                  f"(connect rate {rate:.0f}/s)", flush=True)
+            print(
+                f"fleet_scale: {count}/{units} units online after {connect_s:.0f}s (connect rate {rate:.0f}/s)",
+                flush=True,
+            )
             if count < units:
                 print(f"fleet_scale: NOT ALL UNITS CAME ONLINE\n{sim.tail()}", flush=True)
 
@@ -177,22 +212,31 @@ def main() -> int:
             lag.recording = False
             after, cpu_after = scrape(api), service.cpu_seconds()
             persisted = sum(v for k, v in after.items() if k.startswith("fleet_ingest_persisted_total")) - sum(
-                v for k, v in before.items() if k.startswith("fleet_ingest_persisted_total"))
+                v for k, v in before.items() if k.startswith("fleet_ingest_persisted_total")
+            )
             dropped = sum(v for k, v in after.items() if k.startswith("fleet_ingest_dropped_total"))
             still_online = online(api)
 
             expected = units / 10 + units / 30 + units / 60
-            print(f"\nfleet_scale results ({units} units, {args.mode}, {db_kind}, window {elapsed:.0f}s, "
-                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+            print(
+                f"\nfleet_scale results ({units} units, {args.mode}, {db_kind}, window {elapsed:.0f}s, "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+            )
             print(f"  units online at the end of the window: {still_online}/{units}")
-            print(f"  messages persisted: {persisted / elapsed:.0f}/s (the units send ~{expected:.0f}/s; "
-                  f"dropped in total: {dropped:.0f})")
-            print(f"  fleet_ingest_lag_seconds (receive->commit of the last batch, sampled every ~2s): "
-                  f"p50 {percentile(gauges, 50) * 1000:.0f} ms, max {max(gauges) * 1000:.0f} ms; "
-                  f"ingest queue depth max {max(depths):.0f}, MQTT client backlog before it max {max(backlogs):.0f}")
+            print(
+                f"  messages persisted: {persisted / elapsed:.0f}/s (the units send ~{expected:.0f}/s; "
+                f"dropped in total: {dropped:.0f})"
+            )
+            print(
+                f"  fleet_ingest_lag_seconds (receive->commit of the last batch, sampled every ~2s): "
+                f"p50 {percentile(gauges, 50) * 1000:.0f} ms, max {max(gauges) * 1000:.0f} ms; "
+                f"ingest queue depth max {max(depths):.0f}, MQTT client backlog before it max {max(backlogs):.0f}"
+            )
             print(f"  end-to-end metric lag (unit ts -> SSE event after commit): {summary_ms(lag.lags)}")
-            print(f"  service RSS: max {max(rss):.0f} MB; CPU {100 * (cpu_after - cpu_before) / elapsed:.0f}% "
-                  f"of one core; simulator RSS {sim.rss_mb():.0f} MB")
+            print(
+                f"  service RSS: max {max(rss):.0f} MB; CPU {100 * (cpu_after - cpu_before) / elapsed:.0f}% "
+                f"of one core; simulator RSS {sim.rss_mb():.0f} MB"
+            )
             for name, values in latencies.items():
                 print(f"  GET /api/devices {name}: {summary_ms(values)}")
             e2e_p99 = percentile(lag.lags, 99) if lag.lags else float("inf")

@@ -1,7 +1,7 @@
 """Ingest throughput: messages/s the service persists, against a bare subscriber on the same broker.
 
     python benchmarks/ingest_throughput.py [--messages 20000] [--units 50] [--broker mosquitto|embedded|both]
-                                           [--database postgres|sqlite]
+                                           [--database postgres|sqlite] [--ingest-processes 1,2,3]
 
 QoS 1 log batches of one record (~200 bytes) from many units, on `fleet/{id}/logs`.
 
@@ -15,7 +15,7 @@ QoS 1 log batches of one record (~200 bytes) from many units, on `fleet/{id}/log
   with the broker alone in its process, and the service with its embedded broker (one process, as `fleet up`).
 
 Every part runs in its own process (publishers and bare subscribers are spawned), on loopback, in temporary
-directories with a fresh database, all removed at the end. Targets (DESIGN.md section 7): the service persists
+directories with a fresh database, all removed at the end. Targets (docs/performance.md): the service persists
 >= 50 % of the bare subscriber's rate on Mosquitto and >= 80 % of the embedded broker's own rate.
 """
 
@@ -54,8 +54,13 @@ LOGS_FILTER = "fleet/+/logs"
 
 
 def payload(device_id: str, n: int) -> bytes:
-    record = {"id": f"{device_id}-{n}", "ts": now_ms(), "level": "info", "source": "recorder",
-              "msg": f"segment written: cam{n % 4 + 1}/{n:010d}.mp4 (45.2 MB), 1920x1080@30, h264 main, 4 Mbit/s"}
+    record = {
+        "id": f"{device_id}-{n}",
+        "ts": now_ms(),
+        "level": "info",
+        "source": "recorder",
+        "msg": f"segment written: cam{n % 4 + 1}/{n:010d}.mp4 (45.2 MB), 1920x1080@30, h264 main, 4 Mbit/s",
+    }
     return json.dumps({"v": 1, "records": [record]}, separators=(",", ":")).encode()
 
 
@@ -108,8 +113,9 @@ def bare_paho(port: int, expected: int, drain: bool, ready, go, result) -> None:
             finished.set()
 
     def client() -> mqtt.Client:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-bare-paho", clean_session=False,
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="bench-bare-paho", clean_session=False, protocol=mqtt.MQTTv311
+        )
         c.username_pw_set(SERVICE_USERNAME, SERVICE_SECRET)
         c.max_inflight_messages_set(1000)
         subscribed = threading.Event()
@@ -144,8 +150,14 @@ def bare_aiomqtt(port: int, expected: int, ready, go, result) -> None:
 
     async def main() -> None:
         def client() -> aiomqtt.Client:
-            return aiomqtt.Client("127.0.0.1", port, username=SERVICE_USERNAME, password=SERVICE_SECRET,
-                                  identifier="bench-bare-aiomqtt", clean_session=False)
+            return aiomqtt.Client(
+                "127.0.0.1",
+                port,
+                username=SERVICE_USERNAME,
+                password=SERVICE_SECRET,
+                identifier="bench-bare-aiomqtt",
+                clean_session=False,
+            )
 
         async with client() as c:
             await c.subscribe(LOGS_FILTER, qos=1)
@@ -178,8 +190,11 @@ def run_publishers(ctx, port: int, secret: str, ids: list[str], per_unit: int):
 def bare_rate(ctx, kind: str, port: int, secret: str, ids: list[str], per_unit: int, drain: bool) -> float:
     expected = per_unit * len(ids)
     ready, go, result = ctx.Event(), ctx.Event(), ctx.Queue()
-    target, args = (bare_paho, (port, expected, drain, ready, go, result)) if kind == "paho" else \
-        (bare_aiomqtt, (port, expected, ready, go, result))
+    target, args = (
+        (bare_paho, (port, expected, drain, ready, go, result))
+        if kind == "paho"
+        else (bare_aiomqtt, (port, expected, ready, go, result))
+    )
     sub = ctx.Process(target=target, args=args)
     sub.start()
     ready.wait(60)
@@ -212,9 +227,17 @@ def wait_persisted(stack: StackThread, expected: float, timeout: float = 900) ->
     return time.time()
 
 
-def service_drain_rate(ctx, tmp: Path, url: str, port: int, secret: str, ids: list[str], per_unit: int) -> float:
-    settings = settings_for(tmp, database_url=url, broker_url=service_url(port), replica_id="bench-ingest",
-                            **UNLIMITED)
+def service_drain_rate(
+    ctx, tmp: Path, url: str, port: int, secret: str, ids: list[str], per_unit: int, processes: int = 1
+) -> float:
+    settings = settings_for(
+        tmp,
+        database_url=url,
+        broker_url=service_url(port),
+        replica_id="bench-ingest",
+        ingest_processes=processes,
+        **UNLIMITED,
+    )
     expected = per_unit * len(ids)
     with StackThread(settings) as stack:
         wait_link(stack)
@@ -268,8 +291,9 @@ def embedded_bare_rate(ctx, tmp: Path, url: str, secret: str, ids: list[str], pe
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    broker = EmbeddedBroker(load_settings(mqtt_host="127.0.0.1", mqtt_port=0, database_url=url),
-                            SqlCredentialStore(url, SERVICE_SECRET))
+    broker = EmbeddedBroker(
+        load_settings(mqtt_host="127.0.0.1", mqtt_port=0, database_url=url), SqlCredentialStore(url, SERVICE_SECRET)
+    )
     asyncio.run_coroutine_threadsafe(broker.start(), loop).result(30)
     try:
         return bare_rate(ctx, "paho", broker.port, secret, ids, per_unit, drain=False)
@@ -284,46 +308,73 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--units", type=int, default=50)
     parser.add_argument("--broker", choices=["mosquitto", "embedded", "both"], default="both")
-    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres",
-                        help="database of the service on Mosquitto (embedded always uses SQLite)")
+    parser.add_argument(
+        "--ingest-processes",
+        default="1,2,3",
+        help="FLEET_INGEST_PROCESSES values to measure on Mosquitto + PostgreSQL, comma-separated (default 1,2,3)",
+    )
+    parser.add_argument(
+        "--database",
+        choices=["postgres", "sqlite"],
+        default="postgres",
+        help="database of the service on Mosquitto (embedded always uses SQLite)",
+    )
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     ids = [f"ingest-{i:05d}" for i in range(1, args.units + 1)]
     per_unit = max(1, args.messages // args.units)
     total = per_unit * len(ids)
-    print(f"ingest_throughput: {total} QoS 1 log batches (~{len(payload(ids[0], 1))} bytes) from {len(ids)} units; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    print(
+        f"ingest_throughput: {total} QoS 1 log batches (~{len(payload(ids[0], 1))} bytes) from {len(ids)} units; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+        flush=True,
+    )
     lines = []
     if args.broker in ("mosquitto", "both"):
         with workdir("fleet-ingest-mq-") as tmp, database(args.database, tmp) as url:
             secret = insert_units(url, ids)
-            mosquitto = start_mosquitto(tmp, secret, ids, "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
-                                                          "set_tcp_nodelay true\n")
+            mosquitto = start_mosquitto(
+                tmp, secret, ids, "max_queued_messages 1000000\nmax_inflight_messages 1000\nset_tcp_nodelay true\n"
+            )
             try:
                 paho_rate = bare_rate(ctx, "paho", mosquitto.port, secret, ids, per_unit, drain=True)
                 print(f"  Mosquitto -> bare paho subscriber (drain): {paho_rate:,.0f} msg/s", flush=True)
                 aio_rate = bare_rate(ctx, "aiomqtt", mosquitto.port, secret, ids, per_unit, drain=True)
                 print(f"  Mosquitto -> bare aiomqtt subscriber (drain): {aio_rate:,.0f} msg/s", flush=True)
-                svc_rate = service_drain_rate(ctx, tmp, url, mosquitto.port, secret, ids, per_unit)
-                print(f"  Mosquitto -> service, persisted in {args.database} (drain): {svc_rate:,.0f} msg/s",
-                      flush=True)
+                counts = [int(n) for n in args.ingest_processes.split(",")] if args.database == "postgres" else [1]
+                rates = {}
+                for n in counts:
+                    rates[n] = service_drain_rate(ctx, tmp, url, mosquitto.port, secret, ids, per_unit, n)
+                    print(
+                        f"  Mosquitto -> service ({n} ingest process{'es' if n > 1 else ''}), persisted in "
+                        f"{args.database} (drain): {rates[n]:,.0f} msg/s",
+                        flush=True,
+                    )
             finally:
                 mosquitto.stop()
         best = max(paho_rate, aio_rate)
-        lines.append(f"Mosquitto: service {svc_rate:,.0f} msg/s = {100 * svc_rate / paho_rate:.0f} % of bare paho "
-                     f"({paho_rate:,.0f}), {100 * svc_rate / aio_rate:.0f} % of bare aiomqtt ({aio_rate:,.0f}); "
-                     f"target >= 50 % of the faster: {'met' if svc_rate >= 0.5 * best else 'MISSED'}")
+        for n, svc_rate in rates.items():
+            lines.append(
+                f"Mosquitto, {n} ingest process{'es' if n > 1 else ''}: service {svc_rate:,.0f} msg/s = "
+                f"{100 * svc_rate / paho_rate:.0f} % of bare paho ({paho_rate:,.0f}), "
+                f"{100 * svc_rate / aio_rate:.0f} % of bare aiomqtt ({aio_rate:,.0f}); "
+                f"target >= 50 % of the faster: {'met' if svc_rate >= 0.5 * best else 'MISSED'}"
+            )
     if args.broker in ("embedded", "both"):
         with workdir("fleet-ingest-emb-") as tmp, database("sqlite", tmp) as url:
             secret = insert_units(url, ids)
             amqtt_rate = embedded_bare_rate(ctx, tmp, url, secret, ids, per_unit)
             print(f"  embedded broker -> bare paho subscriber (live): {amqtt_rate:,.0f} msg/s", flush=True)
             emb_rate = service_live_rate(ctx, tmp, url, secret, ids, per_unit)
-            print(f"  embedded broker + service in one process, persisted in sqlite (live): {emb_rate:,.0f} msg/s",
-                  flush=True)
-        lines.append(f"Embedded: service {emb_rate:,.0f} msg/s = {100 * emb_rate / amqtt_rate:.0f} % of the broker's "
-                     f"own rate to a bare subscriber ({amqtt_rate:,.0f}); target >= 80 %: "
-                     f"{'met' if emb_rate >= 0.8 * amqtt_rate else 'MISSED'}")
+            print(
+                f"  embedded broker + service in one process, persisted in sqlite (live): {emb_rate:,.0f} msg/s",
+                flush=True,
+            )
+        lines.append(
+            f"Embedded: service {emb_rate:,.0f} msg/s = {100 * emb_rate / amqtt_rate:.0f} % of the broker's "
+            f"own rate to a bare subscriber ({amqtt_rate:,.0f}); target >= 80 %: "
+            f"{'met' if emb_rate >= 0.8 * amqtt_rate else 'MISSED'}"
+        )
     print("\ningest_throughput results")
     for line in lines:
         print(f"  {line}")

@@ -34,6 +34,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'broker' has no attribute {name!r}")
     return getattr(import_module(_EXPORTS[name]), name)
 
+
 __all__ = [
     "BrokerError",
     "BrokerSettings",

@@ -59,7 +59,7 @@ def _credentials(database_url: str, service_password: str | None) -> Any:
     from sqlalchemy.exc import ArgumentError, OperationalError
 
     from broker.credentials import SqlCredentialStore, sync_url
-    from fleet_cli.errors import database_error, database_url_error
+    from fleet_cli.errors import database_url_error, unreachable_database
 
     try:
         probe = create_engine(sync_url(database_url))
@@ -69,7 +69,7 @@ def _credentials(database_url: str, service_password: str | None) -> Any:
         with probe.connect():
             pass
     except OperationalError as exc:
-        raise database_error(exc, database_url) from exc
+        raise unreachable_database(exc, database_url) from exc
     finally:
         probe.dispose()
     return SqlCredentialStore(database_url, service_password)

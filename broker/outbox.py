@@ -53,8 +53,12 @@ class Outbox:
         if len(self._queue) >= self._limit:
             self.dropped += 1
             if _throttle.allow(self._client_id):
-                log.warning("%s does not keep up: %d messages waiting, dropped %d so far",
-                            self._client_id, len(self._queue), self.dropped)
+                log.warning(
+                    "%s does not keep up: %d messages waiting, dropped %d so far",
+                    self._client_id,
+                    len(self._queue),
+                    self.dropped,
+                )
             return True
         self._queue.append(message)
         self._ready.set()
@@ -95,5 +99,4 @@ class Outbox:
         if len(self._unacked) < self._limit:  # kept for the session's next connection
             self._unacked.append(message)
         if not future.cancelled() and _throttle.allow((self._client_id, "send")):
-            log.warning("message to %s on %s not acknowledged: %r", self._client_id, message.topic,
-                        future.exception())
+            log.warning("message to %s on %s not acknowledged: %r", self._client_id, message.topic, future.exception())

@@ -13,7 +13,7 @@ from amqtt.session import Session
 
 from broker.credentials import CredentialStore, Principal
 from broker.limits import FailureLimiter, LogThrottle
-from protocol.topics import service_may_access, unit_may_publish, unit_may_subscribe
+from protocol.topics import service_may_access, unit_may_publish, unit_may_receive, unit_may_subscribe
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,16 @@ REFUSAL = "fleet.connack_refusal"
 
 
 def may_access(principal: Principal | None, topic: str, action: Action) -> bool:
-    """The topic ACL of DESIGN.md section 4 for one principal and action."""
+    """The per-unit topic ACL (docs/protocol.md) for one principal and action."""
     if principal is None:
         return False
     if principal.kind == "service":
         return service_may_access(topic)
     if action == Action.PUBLISH:
         return unit_may_publish(principal.name, topic)
-    # SUBSCRIBE takes exact own receive topics only, and RECEIVE is the same rule on a topic name.
+    if action == Action.RECEIVE:
+        return unit_may_receive(principal.name, topic)
+    # SUBSCRIBE takes exact own receive topics only, and the one filter of its own sessions' downlinks.
     return unit_may_subscribe(principal.name, topic)
 
 
@@ -81,8 +83,9 @@ class FleetAuthPlugin(BaseAuthPlugin):
                 log.warning("refused %r from %s: bad or unknown credentials", session.username, source)
             return BAD_USERNAME_PASSWORD
         if principal.kind == "unit" and session.client_id != principal.name:
-            log.warning("refused unit %s from %s: client id %r is not its device id", principal.name, source,
-                        session.client_id)
+            log.warning(
+                "refused unit %s from %s: client id %r is not its device id", principal.name, source, session.client_id
+            )
             return IDENTIFIER_REJECTED
         if session.will_flag and not self._will_allowed(principal, session):
             log.warning("refused %s from %s: Will on %r not allowed", principal.name, source, session.will_topic)

@@ -55,8 +55,14 @@ def has_wildcard(topic_filter: str) -> bool:
 class RoutingBroker(Broker):
     """amqtt Broker whose broadcast, retained and offline-queue paths follow MQTT and our ACL."""
 
-    def __init__(self, config: BrokerConfig | dict[str, Any], *, max_payload_bytes: int, max_queued_messages: int,
-                 consumers: list[Consumer] | None = None):
+    def __init__(
+        self,
+        config: BrokerConfig | dict[str, Any],
+        *,
+        max_payload_bytes: int,
+        max_queued_messages: int,
+        consumers: list[Consumer] | None = None,
+    ):
         super().__init__(config)
         self._consumers: list[Consumer] = consumers if consumers is not None else []
         self._max_payload = max_payload_bytes
@@ -92,8 +98,13 @@ class RoutingBroker(Broker):
         data = message.data or b""
         if len(data) > self._max_payload:
             if self._log_throttle.allow((session.client_id, "size")):
-                log.warning("dropped %d-byte message from %s on %s: over the %d-byte limit",
-                            len(data), session.client_id, topic, self._max_payload)
+                log.warning(
+                    "dropped %d-byte message from %s on %s: over the %d-byte limit",
+                    len(data),
+                    session.client_id,
+                    topic,
+                    self._max_payload,
+                )
             return True
         if not await self._topic_filtering(session, topic, Action.PUBLISH):
             if self._log_throttle.allow((session.client_id, "acl")):
@@ -136,7 +147,7 @@ class RoutingBroker(Broker):
         if self._matching_subscriptions(topic):
             await self._broadcast_message(session, topic, data, qos)
 
-    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]) -> None:
+    async def _run_broadcast(self, _running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]) -> None:
         broadcast = await self._broadcast_queue.get()
         topic: str | None = broadcast["topic"]
         data = broadcast["data"]
@@ -243,8 +254,11 @@ class RoutingBroker(Broker):
     def own_filters(self, session: Session) -> list[tuple[str, int]]:
         own = []
         for topic_filter in self._client_filters.get(session.client_id or "", ()):
-            own += [(topic_filter, q) for s, q in self._subscriptions.get(topic_filter, []) if s.client_id ==
-                    session.client_id]
+            own += [
+                (topic_filter, q)
+                for s, q in self._subscriptions.get(topic_filter, [])
+                if s.client_id == session.client_id
+            ]
         return own
 
     @staticmethod
@@ -275,8 +289,11 @@ class RoutingBroker(Broker):
         if queue.qsize() >= self._max_queued:
             queue.get_nowait()
             if self._log_throttle.allow((session.client_id, "queue")):
-                log.warning("offline queue of %s is full (%d); dropping its oldest messages",
-                            session.client_id, self._max_queued)
+                log.warning(
+                    "offline queue of %s is full (%d); dropping its oldest messages",
+                    session.client_id,
+                    self._max_queued,
+                )
         queue.put_nowait(RetainedApplicationMessage(None, message.topic, message.data, message.qos))
 
     async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> None:

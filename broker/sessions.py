@@ -35,15 +35,26 @@ from broker.connection import Connection, KeyedLock, watch_keepalive
 from broker.outbox import Outbox, Outgoing
 from broker.plugins import REFUSAL, principal_of
 from broker.routing import Consumer, RoutingBroker
-from broker.wire import ActivityReader, PacketTooLarge, abort
+from broker.wire import ActivityReader, PacketTooLargeError, abort
 
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 2048
 
 _CONNECT_ERRORS = (TimeoutError, AMQTTError, MQTTError, NoDataError, OSError, UnicodeDecodeError)
-_RESUMED_FIELDS = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive",
-                   "username", "clean_session", "remote_address", "remote_port", "ssl_object")
+_RESUMED_FIELDS = (
+    "will_flag",
+    "will_message",
+    "will_topic",
+    "will_qos",
+    "will_retain",
+    "keep_alive",
+    "username",
+    "clean_session",
+    "remote_address",
+    "remote_port",
+    "ssl_object",
+)
 
 
 class FleetBroker(RoutingBroker):
@@ -62,8 +73,9 @@ class FleetBroker(RoutingBroker):
         watchdog_interval_s: float = 0.5,
         consumers: list[Consumer] | None = None,
     ) -> None:
-        super().__init__(config, max_payload_bytes=max_payload_bytes, max_queued_messages=max_queued_messages,
-                         consumers=consumers)
+        super().__init__(
+            config, max_payload_bytes=max_payload_bytes, max_queued_messages=max_queued_messages, consumers=consumers
+        )
         self._max_packet = max_packet_bytes
         self._max_inflight = max_inflight_messages
         self._keepalive_factor = keepalive_factor
@@ -109,7 +121,11 @@ class FleetBroker(RoutingBroker):
         # amqtt keeps asyncio's backlog of 100: a fleet reconnecting after a restart overflows it.
         return await asyncio.start_server(
             functools.partial(self.stream_connected, listener_name=listener_name),
-            address, port, reuse_address=True, ssl=ssl_context, backlog=LISTEN_BACKLOG,
+            address,
+            port,
+            reuse_address=True,
+            ssl=ssl_context,
+            backlog=LISTEN_BACKLOG,
         )
 
     @property
@@ -158,7 +174,7 @@ class FleetBroker(RoutingBroker):
             handler, session = await asyncio.wait_for(
                 BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager), self._connect_timeout
             )
-        except (*_CONNECT_ERRORS, PacketTooLarge) as exc:
+        except (*_CONNECT_ERRORS, PacketTooLargeError) as exc:
             log.info("no valid CONNECT from %s:%s (%s)", peer[0], peer[1], type(exc).__name__)
             abort(writer)
             return
@@ -315,9 +331,7 @@ class FleetBroker(RoutingBroker):
                 await self._del_all_subscriptions(session)
                 session.clear_queues()
             conn.done.set()
-        await self.plugins_manager.fire_event(
-            BrokerEvents.CLIENT_DISCONNECTED, client_id=cid, client_session=session
-        )
+        await self.plugins_manager.fire_event(BrokerEvents.CLIENT_DISCONNECTED, client_id=cid, client_session=session)
 
     async def _publish_will(self, session: Session) -> None:
         log.debug("publishing the Will of %s", session.client_id)
@@ -326,8 +340,9 @@ class FleetBroker(RoutingBroker):
         if session.will_retain:
             await self.retain_message(session, session.will_topic, session.will_message, session.will_qos)
         if self._consumers and session.will_topic and session.will_message is not None:
-            await self._consume(session.will_topic, session.will_message, session.will_qos or 0,
-                                bool(session.will_retain))
+            await self._consume(
+                session.will_topic, session.will_message, session.will_qos or 0, bool(session.will_retain)
+            )
 
     # ---- housekeeping ---------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import time
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
 
-class PacketTooLarge(ConnectionError):
+class PacketTooLargeError(ConnectionError):
     """A client announced a packet beyond the broker's limit; the connection is dropped unread."""
 
 
@@ -25,7 +25,7 @@ class ActivityReader(ReaderAdapter):
 
     async def read(self, n: int = -1) -> bytes:
         if n < 0 or n > self._max_read:
-            raise PacketTooLarge(f"read of {n} bytes exceeds the {self._max_read}-byte packet limit")
+            raise PacketTooLargeError(f"read of {n} bytes exceeds the {self._max_read}-byte packet limit")
         data = await self._inner.read(n)
         self.last_activity = time.monotonic()
         return data

@@ -47,6 +47,7 @@ export class LineChart {
     this.max = max;
     this.height = height;
     this.points = [];
+    this.message = "loading…"; // shown on an empty chart until the first setData(), instead of "no data"
     this.range = { start: Date.now() - 900_000, end: Date.now(), step: 10 };
     this.el = document.createElement("figure");
     this.el.className = "chart";
@@ -70,8 +71,16 @@ export class LineChart {
 
   /** Replace the data: points sorted by ts, each {ts, [series key]: number|null}. */
   setData(points, range) {
-    this.points = points;
+    this.message = "no data in this range";
+    this.points = points.slice(); // its own array: push() on one chart must not make the others skip the point
     this.range = range;
+    this.render();
+  }
+
+  /** Show a word instead of the lines (e.g. the read failed): an empty chart must not claim "no data". */
+  showMessage(text) {
+    this.message = text;
+    this.points = [];
     this.render();
   }
 
@@ -164,7 +173,7 @@ export class LineChart {
     });
     if (!this.points.length) {
       const empty = svg("text", { class: "empty", x: M.left + plotW / 2, y: M.top + plotH / 2, "text-anchor": "middle" });
-      empty.textContent = "no data in this range";
+      empty.textContent = this.message;
       nodes.push(empty);
     }
     this.cursor = svg("line", { class: "cursor", y1: M.top, y2: M.top + plotH, x1: -10, x2: -10 });

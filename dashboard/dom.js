@@ -28,6 +28,14 @@ function append(el, children) {
   }
 }
 
+/** Name each cell of a row after its column (`data-label`): a table of class "cards" shows them on a phone. */
+export function labelCells(tr, labels) {
+  [...tr.children].forEach((td, i) => {
+    if (labels[i]) td.dataset.label = labels[i];
+  });
+  return tr;
+}
+
 export function clear(el, ...children) {
   el.replaceChildren();
   append(el, children);

@@ -37,28 +37,92 @@ export function duration(seconds) {
   return parts.join(" ");
 }
 
-/** Local wall-clock time "14:03:21". */
+// Times are shown in the browser's zone or in UTC, as the operator chose (kept in this browser), and say which.
+const ZONE_KEY = "fleet.zone";
+let zone = readZone();
+
+function readZone() {
+  try {
+    return localStorage.getItem(ZONE_KEY) === "utc" ? "utc" : "local";
+  } catch {
+    return "local";
+  }
+}
+
+/** "local" or "utc": the zone every time below is shown in. */
+export const currentZone = () => zone;
+
+export function useZone(value) {
+  zone = value === "utc" ? "utc" : "local";
+  try {
+    localStorage.setItem(ZONE_KEY, zone);
+  } catch {
+    // private mode: the choice lasts for this page only
+  }
+}
+
+/** The zone's label at a moment: "UTC", or the browser's offset then, e.g. "UTC+2", "UTC-3:30". */
+export function zoneLabel(value = Date.now()) {
+  if (zone === "utc") return "UTC";
+  const offset = -new Date(toMs(value) ?? Date.now()).getTimezoneOffset();
+  const abs = Math.abs(offset);
+  return `UTC${offset < 0 ? "-" : "+"}${Math.floor(abs / 60)}${abs % 60 ? `:${pad(abs % 60)}` : ""}`;
+}
+
+function fields(ms) {
+  const d = new Date(ms);
+  return zone === "utc"
+    ? [d.getUTCFullYear(), d.getUTCMonth() + 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds()]
+    : [d.getFullYear(), d.getMonth() + 1, d.getDate(), d.getHours(), d.getMinutes(), d.getSeconds()];
+}
+
+const day = ([y, mo, d]) => `${y}-${pad(mo)}-${pad(d)}`;
+
+/** Wall-clock time "14:03:21" in the chosen zone. */
 export function clock(value) {
   const ms = toMs(value);
   if (ms === null) return "–";
-  const d = new Date(ms);
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const [, , , hh, mm, ss] = fields(ms);
+  return `${pad(hh)}:${pad(mm)}:${pad(ss)}`;
 }
 
-/** Local date and time "2024-05-01 14:03:21". */
+/** Date, time and zone "2024-05-01 14:03:21 UTC+2". */
 export function dateTime(value) {
   const ms = toMs(value);
   if (ms === null) return "–";
-  const d = new Date(ms);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock(ms)}`;
+  return `${day(fields(ms))} ${clock(ms)} ${zoneLabel(ms)}`;
+}
+
+/** "2024-05-01T14:03" in the chosen zone: the value of a datetime-local input. */
+export function wallInput(value) {
+  const ms = toMs(value);
+  if (ms === null) return "";
+  const [y, mo, d, hh, mm] = fields(ms);
+  return `${day([y, mo, d])}T${pad(hh)}:${pad(mm)}`;
+}
+
+/** The moment a datetime-local input's "2024-05-01T14:03" means in the chosen zone (ms), or null. */
+export function fromWallInput(text) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(text || "");
+  if (!m) return null;
+  const [y, mo, d, hh, mm, ss] = m.slice(1).map((v) => Number(v || 0));
+  return zone === "utc" ? Date.UTC(y, mo - 1, d, hh, mm, ss) : new Date(y, mo - 1, d, hh, mm, ss).getTime();
+}
+
+/** A log line's time: "14:03:21" today, "2024-05-01 14:03:21" on any other day (in the chosen zone). */
+export function logTime(value, now = Date.now()) {
+  const ms = toMs(value);
+  if (ms === null) return "–";
+  const date = day(fields(ms));
+  return date === day(fields(now)) ? clock(ms) : `${date} ${clock(ms)}`;
 }
 
 /** An axis label for a time, coarser when the visible span is long. */
 export function timeTick(ms, spanMs) {
-  const d = new Date(ms);
-  const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  const [, mo, d, hh, mm] = fields(ms);
+  const hm = `${pad(hh)}:${pad(mm)}`;
   if (spanMs <= 2 * 86400_000) return hm;
-  return `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}`;
+  return `${pad(mo)}-${pad(d)} ${hm}`;
 }
 
 const BYTE_UNITS = ["B", "KB", "MB", "GB", "TB", "PB"];

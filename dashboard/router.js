@@ -1,10 +1,18 @@
-// Hash routes (#/, #/units/ID, #/rollouts, #/rollouts/ID): no server-side fallback needed for deep links.
+// Hash routes (#/, #/units/ID, #/units/ID/terminal, #/rollouts, #/rollouts/ID, #/config, #/alerts and its tabs,
+// #/alerts/ID, #/terminal-sessions, #/terminal-sessions/ID): no server-side fallback needed for deep links.
 
 const ROUTES = [
   [/^\/?$/, "overview"],
   [/^\/units\/([^/]+)$/, "unit"],
+  [/^\/units\/([^/]+)\/terminal$/, "terminal"],
+  [/^\/terminal-sessions\/?$/, "sessions"],
+  [/^\/terminal-sessions\/([^/]+)$/, "session"],
   [/^\/rollouts\/?$/, "rollouts"],
   [/^\/rollouts\/([^/]+)$/, "rollout"],
+  [/^\/config\/?$/, "config"],
+  [/^\/alerts\/?$/, "alerts"],
+  [/^\/alerts\/(history|silences|rules|channels)$/, "alerts"],
+  [/^\/alerts\/(\d+)$/, "alert"],
 ];
 
 /** The current route: {name, id, query (URLSearchParams), path}. Unknown paths name "notfound". */
@@ -29,6 +37,7 @@ export function replaceQuery(params) {
 
 export const unitHref = (id) => `#/units/${encodeURIComponent(id)}`;
 export const rolloutHref = (id) => `#/rollouts/${encodeURIComponent(id)}`;
+export const alertHref = (id) => `#/alerts/${encodeURIComponent(id)}`;
 
 export function onRouteChange(fn) {
   window.addEventListener("hashchange", () => fn(currentRoute()));

@@ -11,10 +11,11 @@ export function can(needed) {
   return ROLES.includes(role) && ROLES.indexOf(role) >= ROLES.indexOf(needed);
 }
 
-/** Ask the server who we are; null when not signed in. */
+/** Ask the server who we are; null when not signed in ("nobody" is a 200 there: no error in the console). */
 export async function loadSession() {
   try {
-    const me = await get("/api/me", null, { quiet401: true });
+    const me = await get("/api/auth/session", null, { quiet401: true });
+    if (!me.signed_in) throw new ApiError(401, "not signed in");
     useCsrf(me.csrf_token);
     session.user = { name: me.name, role: me.role, kind: me.kind };
     return session.user;

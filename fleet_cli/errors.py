@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError
 
 USAGE = 2  # a bad option or setting
 ENVIRONMENT = 1  # the machine or a server the command needs is not as required
@@ -121,12 +122,17 @@ def database_url_error(exc: Exception, url: str) -> StartupError:
     )
 
 
-def database_error(exc: Exception, url: str | None) -> StartupError | None:
+def database_error(exc: BaseException, url: str | None) -> StartupError | None:
     """A database that cannot be reached or opened (SQLAlchemy's OperationalError); None for other errors."""
     from sqlalchemy.exc import OperationalError
 
     if not isinstance(exc, OperationalError):
         return None
+    return unreachable_database(exc, url)
+
+
+def unreachable_database(exc: OperationalError, url: str | None) -> StartupError:
+    """The start-up error for a database SQLAlchemy could not reach or open."""
     shown = f" {safe_url(url)}" if url else ""
     reason = str(exc.orig or exc).strip().splitlines()[0]
     if (url or "").startswith("sqlite"):

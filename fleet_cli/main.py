@@ -11,7 +11,7 @@ import sys
 from fleet_cli.errors import explain
 
 # Modules exposing `register(subparsers)`; each sets `func` on the parsers it adds.
-PARTS = ("fleet_service.cli", "broker.cli", "agent.cli")
+PARTS = ("fleet_service.cli", "broker.cli", "agent.cli", "fleet_cli.shell", "fleet_cli.forward")
 
 
 class Parser(argparse.ArgumentParser):

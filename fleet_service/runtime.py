@@ -13,18 +13,22 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from fleet_cli.errors import USAGE, StartupError, listen_error, path_reason
+from fleet_service.api.connections import read_timeout_protocol
 from fleet_service.app import create_app
-from fleet_service.bootstrap import ensure_admin_token
-from fleet_service.config import BrokerTarget, ServiceSettings, open_database
-from fleet_service.connections import read_timeout_protocol
-from fleet_service.presence import mark_all_offline
+from fleet_service.auth.bootstrap import ensure_admin_token
+from fleet_service.devices.presence import mark_all_offline
+from fleet_service.settings import BrokerTarget, ServiceSettings, open_database
 from protocol.ids import SERVICE_USERNAME
+
+if TYPE_CHECKING:
+    from broker.server import EmbeddedBroker
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ class Running:
     http_port: int
     mqtt_port: int | None = None
     admin_token: str | None = None
-    broker: Any = None
+    broker: EmbeddedBroker | None = None
     server: uvicorn.Server | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -120,24 +124,25 @@ def _tighten(path: Path, wanted: int) -> None:
     try:
         path.chmod(wanted)
     except OSError as exc:
-        log.warning("%s is mode %04o, open to other users, and cannot be made %04o: %s", path, current, wanted,
-                    path_reason(exc))
+        log.warning(
+            "%s is mode %04o, open to other users, and cannot be made %04o: %s", path, current, wanted, path_reason(exc)
+        )
         return
     log.warning("%s was mode %04o, open to other users; now %04o", path, current, wanted)
 
 
-def check_turn_settings() -> None:
+def check_turn_settings(settings: ServiceSettings) -> None:
     """Bad FLEET_TURN_* values stop the start; TURN merely off (503) is only for settings not given yet."""
+    from fleet_service.signalling.turn import turn_settings
     from turn_service import TurnConfigError
-    from turn_service import load_settings as load_turn_settings
 
     try:
-        load_turn_settings()
+        turn_settings(settings)
     except TurnConfigError as exc:
         raise StartupError(str(exc), "correct or unset that FLEET_TURN_* variable", USAGE) from exc
 
 
-async def start_embedded_broker(settings: ServiceSettings) -> tuple[Any, str]:
+async def start_embedded_broker(settings: ServiceSettings) -> tuple[EmbeddedBroker, str]:
     """Start amqtt with our plugins on settings.mqtt_port; return it and the service's broker URL."""
     from broker.cli import startup_error
     from broker.config import BrokerSettings
@@ -145,9 +150,14 @@ async def start_embedded_broker(settings: ServiceSettings) -> tuple[Any, str]:
     from broker.errors import BrokerError
     from broker.server import EmbeddedBroker
 
-    service_secret = settings.service_secret or secrets.token_urlsafe(32)
-    broker_settings = BrokerSettings(mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port,
-                                     database_url=settings.database_url, service_secret=service_secret)
+    configured = settings.service_secret.get_secret_value() if settings.service_secret else ""
+    service_secret = configured or secrets.token_urlsafe(32)
+    broker_settings = BrokerSettings(
+        mqtt_host=settings.mqtt_host,
+        mqtt_port=settings.mqtt_port,
+        database_url=settings.database_url,
+        service_secret=SecretStr(service_secret),
+    )
     credentials = SqlCredentialStore(settings.database_url, service_secret)
     broker = EmbeddedBroker(broker_settings, credentials)
     try:
@@ -168,7 +178,7 @@ async def start(settings: ServiceSettings) -> Running:
     A start-up failure raises StartupError (what is wrong and how to fix it) and leaves nothing behind: no port
     held, no broker running, no admin token generated that nobody was shown.
     """
-    check_turn_settings()
+    check_turn_settings(settings)
     if settings.uses_data_dir:
         check_data_dir(settings.data_dir)
     sock = listen_http(settings.host, settings.http_port)
@@ -187,9 +197,15 @@ async def start(settings: ServiceSettings) -> Running:
         if engine is not None:
             engine.dispose()
         raise
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3,
-                            limit_concurrency=settings.http_max_connections,
-                            http=read_timeout_protocol(settings.http_read_timeout_s))
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+        limit_concurrency=settings.http_max_connections,
+        http=read_timeout_protocol(settings.http_read_timeout_s),
+    )
     server = _Server(config)
     running = Running(settings, app, sock.getsockname()[1], broker.port if broker else None, None, broker, server)
 

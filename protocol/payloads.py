@@ -1,11 +1,11 @@
-"""Payload schemas of DESIGN.md section 4, with strict decoding.
+"""Payload schemas (docs/protocol.md), with strict decoding.
 
 Every payload is a UTF-8 JSON object with `"v": 1`; `ts` is integer ms since the epoch.
 """
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -13,7 +13,7 @@ from protocol.errors import ProtocolError
 from protocol.jsonload import INT_MAX, INT_MIN, MAX_DEPTH, _too_deep, parse_bounded
 from protocol.topics import Kind
 
-VERSION = 1
+VERSION: Final = 1  # Final: its type is Literal[1], the only version `Payload.v` accepts
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_OUTPUT_BYTES = 64 * 1024
 MAX_RELAY_BYTES = 64 * 1024
@@ -21,7 +21,9 @@ MAX_LOG_RECORDS = 1000
 MAX_LOG_MSG_CHARS = 8192
 
 COMMAND_NAMES = ("restart", "update", "reboot", "config_update", "ping")
-RESULT_STATUSES = ("accepted", "running", "succeeded", "failed", "rejected", "expired")
+ResultStatus = Literal["accepted", "running", "succeeded", "failed", "rejected", "expired"]
+RESULT_STATUSES: tuple[ResultStatus, ...] = get_args(ResultStatus)
+ConfigStatus = Literal["applied", "failed"]
 FINAL_RESULT_STATUSES = frozenset({"succeeded", "failed", "rejected", "expired"})
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical")
 
@@ -68,7 +70,8 @@ class Heartbeat(Payload):
     agent_version: str = Field(default="", max_length=64)
 
 
-_METRIC_FIELDS = (
+# The numeric fields of a metrics sample (the one list: ingest's columns, the series, the alert rules).
+METRIC_FIELDS = (
     "cpu_percent",
     "mem_percent",
     "mem_used_bytes",
@@ -94,19 +97,20 @@ class Metrics(Payload):
     net_rx_bytes: Int64 | None = None
     net_tx_bytes: Int64 | None = None
     services: dict[Annotated[str, Field(max_length=256)], Annotated[str, Field(max_length=64)]] = Field(
-        default_factory=dict, max_length=MAX_SERVICES)
+        default_factory=dict, max_length=MAX_SERVICES
+    )
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _fold_unknown_into_extra(self) -> "Metrics":
-        unknown = dict(self.__pydantic_extra__ or {})
+        unknown = self.__pydantic_extra__
         if unknown:
             # Moved into `extra`, each value nests one level deeper than it arrived: still within MAX_DEPTH?
             if any(isinstance(v, dict | list) and _too_deep(v, MAX_DEPTH - 2) for v in unknown.values()):
                 raise ValueError(f"an unknown key's value, kept in extra, would nest deeper than {MAX_DEPTH} levels")
             merged = {**unknown, **self.extra}
             object.__setattr__(self, "extra", merged)
-            self.__pydantic_extra__.clear()
+            unknown.clear()
         # `extra` is stored with every sample and sent to every dashboard: one unit must not make it heavy.
         size = len(json.dumps(self.extra, separators=(",", ":"), ensure_ascii=False, default=str))
         if size > MAX_EXTRA_BYTES:
@@ -126,8 +130,15 @@ class LogRecord(BaseModel):
     @classmethod
     def _level(cls, v: str) -> str:
         v = v.lower()
-        aliases = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "emerg": "critical",
-                   "alert": "critical", "trace": "debug"}
+        aliases = {
+            "warn": "warning",
+            "err": "error",
+            "crit": "critical",
+            "fatal": "critical",
+            "emerg": "critical",
+            "alert": "critical",
+            "trace": "debug",
+        }
         v = aliases.get(v, v)
         if v not in LOG_LEVELS:
             raise ValueError(f"level must be one of {', '.join(LOG_LEVELS)}")
@@ -156,7 +167,7 @@ class Command(Payload):
 
 class CommandResult(Payload):
     id: str = Field(min_length=1, max_length=64)
-    status: Literal["accepted", "running", "succeeded", "failed", "rejected", "expired"]
+    status: ResultStatus
     exit_code: Int64 | None = None
     output: str = ""
     ts: int = Ts
@@ -175,7 +186,7 @@ class ConfigDesired(Payload):
 
 class ConfigReported(Payload):
     version: Count
-    status: Literal["applied", "failed"]
+    status: ConfigStatus
     error: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     ack_id: AckId = None

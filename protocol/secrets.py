@@ -47,8 +47,9 @@ _running = threading.BoundedSemaphore(min(os.cpu_count() or 1, 8))
 
 def _scrypt(secret: str, salt: bytes, cost: Cost, dklen: int = 32) -> bytes:
     with _running:
-        return hashlib.scrypt(secret.encode(), salt=salt, n=cost.n, r=cost.r, p=cost.p, dklen=dklen,
-                              maxmem=cost.memory + 1024 * 1024)
+        return hashlib.scrypt(
+            secret.encode(), salt=salt, n=cost.n, r=cost.r, p=cost.p, dklen=dklen, maxmem=cost.memory + 1024 * 1024
+        )
 
 
 def hash_secret(secret: str, cost: Cost = SECRET_COST) -> str:

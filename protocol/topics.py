@@ -1,4 +1,4 @@
-"""MQTT topic names of DESIGN.md section 4 and the per-unit ACL over them.
+"""MQTT topic names (docs/protocol.md) and the per-unit ACL over them.
 
 Every topic in the project is built or parsed here; nowhere else writes one.
 """
@@ -102,6 +102,9 @@ def service_filters(shared_group: str | None = None) -> list[str]:
 
 
 def unit_may_publish(device_id: str, name: str) -> bool:
+    term = parse_term(name)
+    if term is not None:
+        return term.device_id == device_id and term.direction == TERM_UP
     try:
         t = parse(name)
     except ProtocolError:
@@ -110,7 +113,10 @@ def unit_may_publish(device_id: str, name: str) -> bool:
 
 
 def unit_may_subscribe(device_id: str, topic_filter: str) -> bool:
-    """Only exact own receive topics: no wildcards, no other unit, no `$` topics."""
+    """Only exact own receive topics, and the one filter of its own sessions' downlinks: no other wildcard, no
+    other unit, no `$` topics."""
+    if is_device_id(device_id) and topic_filter == term_down_filter(device_id):
+        return True
     if "+" in topic_filter or "#" in topic_filter:
         return False
     try:
@@ -118,6 +124,62 @@ def unit_may_subscribe(device_id: str, topic_filter: str) -> bool:
     except ProtocolError:
         return False
     return t.device_id == device_id and t.kind in UNIT_RECEIVES
+
+
+def unit_may_receive(device_id: str, name: str) -> bool:
+    """What a unit is delivered: its own receive topics and the downlinks of its own sessions."""
+    term = parse_term(name)
+    if term is not None:
+        return term.device_id == device_id and term.direction == TERM_DOWN
+    return unit_may_subscribe(device_id, name)
+
+
+# Remote sessions (terminal; later forwarded streams): `fleet/{id}/term/{session}/down` (service -> unit) and
+# `.../up` (unit -> service). The unit subscribes to `fleet/{id}/term/+/down`, the only wildcard it is allowed; the
+# replica that holds a session's WebSocket subscribes to that session's `up` topic alone, without `$share`.
+TERM = "term"
+TERM_DOWN = "down"
+TERM_UP = "up"
+SESSION_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class TermTopic:
+    device_id: str
+    session: str
+    direction: str  # TERM_DOWN or TERM_UP
+
+    def __str__(self) -> str:
+        return f"{ROOT}/{self.device_id}/{TERM}/{self.session}/{self.direction}"
+
+
+def is_session_id(value: str) -> bool:
+    return isinstance(value, str) and SESSION_ID_RE.fullmatch(value) is not None
+
+
+def term_topic(device_id: str, session: str, direction: str) -> str:
+    if not is_device_id(device_id):
+        raise ProtocolError(f"invalid device id {device_id!r} in topic")
+    if not is_session_id(session):
+        raise ProtocolError(f"invalid session id {session!r}: 32 lowercase hex digits")
+    if direction not in (TERM_DOWN, TERM_UP):
+        raise ProtocolError(f"a session topic ends in down or up, not {direction!r}")
+    return str(TermTopic(device_id, session, direction))
+
+
+def term_down_filter(device_id: str) -> str:
+    """What a unit subscribes to for its sessions."""
+    return f"{ROOT}/{device_id}/{TERM}/+/{TERM_DOWN}"
+
+
+def parse_term(name: str) -> TermTopic | None:
+    """The parts of a session topic, or None when `name` is not one."""
+    parts = name.split("/")
+    if len(parts) != 5 or parts[0] != ROOT or parts[2] != TERM or parts[4] not in (TERM_DOWN, TERM_UP):
+        return None
+    if not is_device_id(parts[1]) or not is_session_id(parts[3]):
+        return None
+    return TermTopic(parts[1], parts[3], parts[4])
 
 
 def service_may_access(name: str) -> bool:

@@ -1,9 +1,15 @@
 // Fleet overview: totals, a paged table of units (server-side filter/search/sort), live presence and metrics.
 import { ApiError, get } from "../api.js";
-import { clear, debounce, gate, h, notify, setText, throttle } from "../dom.js";
-import { ago, celsius, count, dateTime, level, percent, toMs } from "../format.js";
-import { replaceQuery, unitHref } from "../router.js";
-import { badge, unitState, updateBadge } from "./status.js";
+import { clear, debounce, h, notify, setText, throttle } from "../dom.js";
+import { count } from "../format.js";
+import { replaceQuery } from "../router.js";
+import { suggestTags } from "../tags.js";
+import { createSavedFilters } from "./saved_filters.js";
+import { can } from "../session.js";
+import { createSelection } from "./bulk.js";
+import { createRowAlerts } from "./overview_alerts.js";
+import { createLive } from "./overview_live.js";
+import { buildRow } from "./overview_rows.js";
 
 const PAGE_SIZES = [50, 100, 250, 500];
 const SORTABLE = { status: "Status", id: "Unit", software_version: "Version", last_seen: "Last seen" };
@@ -11,21 +17,6 @@ const COLUMNS = [
   ["status", "Status"], ["id", "Unit"], ["tags", "Tags"], ["software_version", "Version"],
   ["last_seen", "Last seen"], ["cpu", "CPU"], ["mem", "Mem"], ["disk", "Disk"], ["temp", "Temp"],
 ];
-
-function gauge(cls) {
-  const bar = h("span", { class: "gauge-bar" });
-  const text = h("span", { class: "gauge-text" });
-  return { el: h("span", { class: `gauge ${cls}` }, h("span", { class: "gauge-track", "aria-hidden": "true" }, bar), text),
-    bar, text };
-}
-
-function setGauge(g, value, warn, crit, formatter = percent) {
-  const lv = level(value, warn, crit);
-  if (g.el.dataset.level !== lv) g.el.dataset.level = lv;
-  setText(g.text, formatter(value));
-  const width = value === null || value === undefined ? "0%" : `${Math.max(0, Math.min(100, value)).toFixed(0)}%`;
-  if (g.bar.style.width !== width) g.bar.style.width = width;
-}
 
 export function mount(root, route) {
   const q = route.query;
@@ -38,11 +29,8 @@ export function mount(root, route) {
     size: PAGE_SIZES.includes(Number(q.get("size"))) ? Number(q.get("size")) : 100,
   };
   const rows = new Map(); // id -> {tr, cells, data}
-  const pending = new Map(); // id -> patch, applied on the next animation frame
-  let frame = 0;
   let loadSeq = 0;
   let total = 0;
-  const knownFailing = new Set(); // units seen failing in live metrics, on this page or not
   let abort = null;
 
   // ---- skeleton -------------------------------------------------------------------------------------------
@@ -52,14 +40,15 @@ export function mount(root, route) {
     ...[["units", "Units", ""], ["online", "Online", "online"], ["offline", "Offline", "offline"],
       ["failing", "Failing", "failing"]].map(([key, label, status]) => {
       const value = h("span", { class: "card-value", id: `total-${key}`, text: "–" });
+      // No aria-label: it would hide the count; the name is the visible "123 Online" plus what a click does.
       cards[key] = h("button", { type: "button", class: `card card-${key}`, dataset: { status },
-        "aria-label": `${label}: show these units`, onclick: () => setFilter({ status }) },
-      value, h("span", { class: "card-label", text: label }));
+        onclick: () => setFilter({ status }) },
+      value, h("span", { class: "card-label", text: label }), h("span", { class: "sr-only", text: ", show these units" }));
       cardValues[key] = value;
       return cards[key];
     }));
 
-  const search = h("input", { type: "search", class: "input", id: "filter-q", placeholder: "id, name or host  ( / )",
+  const search = h("input", { type: "search", class: "input", id: "filter-q", placeholder: "id, name, host or IP  ( / )",
     autocomplete: "off", spellcheck: "false" });
   search.value = state.q;
   const statusSel = h("select", { class: "input", id: "filter-status" },
@@ -83,9 +72,19 @@ export function mount(root, route) {
     h("label", { for: "filter-q", class: "field-label inline", text: "Search" }), search,
     h("label", { for: "filter-status", class: "field-label inline", text: "Status" }), statusSel,
     h("label", { for: "filter-tag", class: "field-label inline", text: "Tag" }), tagInput, tagList,
-    sizeSel, clearBtn);
+    h("label", { for: "page-size", class: "field-label inline", text: "Rows" }), sizeSel, clearBtn);
+  const stopTagSuggestions = suggestTags(tagInput, tagList); // from the whole fleet, not only this page
+  const saved = createSavedFilters({ current: () => ({ status: state.status, tag: state.tag, q: state.q, sort: state.sort }),
+    apply: (f) => {
+      search.value = f.q;
+      tagInput.value = f.tag;
+      setFilter(f);
+    } });
 
-  const headRow = h("tr", {}, ...COLUMNS.map(([key, label]) => {
+  // Operators select rows for bulk actions; viewers get no selection at all.
+  const selection = can("operator") ? createSelection({ filter: () => ({ status: state.status, tag: state.tag,
+    q: state.q }), total: () => total, rows: () => rows }) : null;
+  const headRow = h("tr", {}, selection?.headCell, ...COLUMNS.map(([key, label]) => {
     if (!SORTABLE[key]) return h("th", { scope: "col", class: `col-${key}`, text: label });
     const button = h("button", { type: "button", class: "sort", dataset: { sort: key }, text: label,
       onclick: () => {
@@ -110,14 +109,16 @@ export function mount(root, route) {
 
   clear(root, h("section", { class: "overview", "aria-labelledby": "overview-title" },
     h("h1", { id: "overview-title", class: "sr-only", text: "Units" }),
-    summary, filters, h("div", { class: "table-wrap" }, table, empty), pager));
+    summary, filters, saved.el, selection?.bar, h("div", { class: "table-wrap" }, table, empty), pager));
   document.title = "Units · Fleet";
 
   // ---- filters and paging ----------------------------------------------------------------------------------
   function setFilter(change) {
+    if (["q", "status", "tag"].some((k) => k in change && change[k] !== state[k])) selection?.reset();
     Object.assign(state, change);
     if (!("page" in change)) state.page = 1;
     statusSel.value = state.status;
+    saved.sync();
     replaceQuery({ q: state.q, status: state.status, tag: state.tag, page: state.page > 1 ? state.page : "",
       size: state.size !== 100 ? state.size : "", sort: state.sort !== "id" ? state.sort : "" });
     load();
@@ -198,155 +199,55 @@ export function mount(root, route) {
       if (key === cur) th.setAttribute("aria-sort", state.sort.startsWith("-") ? "descending" : "ascending");
       else th.removeAttribute("aria-sort");
     }
+    selection?.sync();
     if (state.page > pages && total > 0) setFilter({ page: pages });
   }
 
+  const onTag = (t) => {
+    tagInput.value = t;
+    setFilter({ tag: t });
+  };
+
   function renderRows(items) {
     rows.clear();
-    pending.clear();
     const fragment = document.createDocumentFragment();
-    const tags = new Set();
     for (const item of items) {
-      const row = buildRow(item);
+      const row = buildRow(item, { selectCell: selection?.rowCell(item), onTag });
       rows.set(item.id, row);
       fragment.append(row.tr);
-      (item.tags || []).forEach((t) => tags.add(t));
     }
     tbody.replaceChildren(fragment);
-    tagList.replaceChildren(...[...tags].sort().map((t) => h("option", { value: t })));
+    live.follow();
+    rowAlerts.load();
     empty.hidden = items.length > 0;
     const filtered = state.q || state.tag || state.status;
     empty.textContent = filtered ? "No units match these filters."
       : "No units enrolled yet. Enroll one with `fleet device add ID` or POST /api/devices.";
   }
 
-  function buildRow(item) {
-    const data = { ...item, last_seen: toMs(item.last_seen), metrics: item.metrics || {} };
-    const cells = {
-      badge: badge("offline"),
-      link: h("a", { href: unitHref(item.id), class: "unit-link", text: item.id }),
-      name: h("span", { class: "sub" }),
-      tags: h("td", { class: "col-tags" }),
-      version: h("td", { class: "col-software_version mono" }),
-      seen: h("span", { class: "ago" }),
-      cpu: gauge("cpu"), mem: gauge("mem"), disk: gauge("disk"),
-      temp: h("td", { class: "col-temp num" }),
-    };
-    const tr = h("tr", { dataset: { unit: item.id } },
-      h("td", { class: "col-status" }, cells.badge),
-      h("td", { class: "col-id" }, cells.link, cells.name),
-      cells.tags, cells.version,
-      h("td", { class: "col-last_seen" }, cells.seen),
-      h("td", { class: "col-cpu" }, cells.cpu.el), h("td", { class: "col-mem" }, cells.mem.el),
-      h("td", { class: "col-disk" }, cells.disk.el), cells.temp);
-    const row = { tr, cells, data };
-    paint(row, true);
-    return row;
-  }
-
-  function paint(row, full = false) {
-    const { cells, data } = row;
-    const st = unitState(data);
-    updateBadge(cells.badge, st.status, st.why);
-    if (row.tr.dataset.status !== st.status) row.tr.dataset.status = st.status;
-    if (full) {
-      setText(cells.name, data.name || data.hostname || "");
-      clear(cells.tags, ...(data.tags || []).map((t) => h("button", { type: "button", class: "tag", text: t,
-        title: `Show units tagged ${t}`, onclick: () => {
-          tagInput.value = t;
-          setFilter({ tag: t });
-        } })));
-    }
-    setText(cells.version, data.software_version || "–");
-    setText(cells.seen, ago(data.last_seen));
-    cells.seen.title = data.last_seen ? dateTime(data.last_seen) : "never seen";
-    const m = data.metrics || {};
-    setGauge(cells.cpu, m.cpu_percent, 75, 90);
-    setGauge(cells.mem, m.mem_percent, 80, 92);
-    setGauge(cells.disk, m.disk_percent, 80, 92);
-    setText(cells.temp, celsius(m.temp_c));
-    const tl = level(m.temp_c, 75, 85);
-    if (cells.temp.dataset.level !== tl) cells.temp.dataset.level = tl;
-  }
-
-  // ---- live events -----------------------------------------------------------------------------------------
-  function queue(id, patch) {
-    if (!rows.has(id)) return;
-    const prev = pending.get(id);
-    pending.set(id, prev ? { ...prev, ...patch, metrics: patch.metrics || prev.metrics } : patch);
-    if (!frame) frame = requestAnimationFrame(flush);
-  }
-
-  function flush() {
-    frame = 0;
-    for (const [id, patch] of pending) {
-      const row = rows.get(id);
-      if (!row) continue;
-      Object.assign(row.data, patch);
-      paint(row);
-    }
-    pending.clear();
-  }
-
-  function apply(e) {
-    const id = e.device_id;
-    if (e.type === "metrics") {
-      // Failing is counted over the whole fleet: a change on any unit, shown or not, refreshes the totals.
-      const failing = Boolean(e.services && Object.values(e.services).includes("failed"));
-      if (failing !== knownFailing.has(id)) {
-        if (failing) knownFailing.add(id);
-        else knownFailing.delete(id);
-        refreshSummary();
-      }
-    }
-    if (!rows.has(id) && e.type !== "presence" && e.type !== "device") return;
-    switch (e.type) {
-      case "presence":
-        queue(id, { online: e.online, offline_reason: e.reason ?? null, last_seen: toMs(e.last_seen),
-          software_version: e.software_version || rows.get(id)?.data.software_version });
-        refreshSummary();
-        break;
-      case "heartbeat":
-        queue(id, { last_seen: toMs(e.last_seen), uptime_s: e.uptime_s });
-        break;
-      case "metrics": {
-        const { type, device_id: _, ...metrics } = e;
-        queue(id, { metrics, last_seen: Date.now() });
-        break;
-      }
-      case "device":
-        reloadPage();
-        break;
-      case "command":
-        // A finished update changes a unit's software version, which no presence event may carry.
-        if (e.status === "succeeded" && e.name === "update" && rows.has(id)) reloadPage();
-        break;
-      default:
-    }
-  }
-
-  const events = gate(apply);
-  const ticker = setInterval(() => {
-    const now = Date.now();
-    for (const row of rows.values()) setText(row.cells.seen, ago(row.data.last_seen, now));
-  }, 1000);
+  const live = createLive({ rows, refreshSummary, reloadPage });
+  const rowAlerts = createRowAlerts({ rows });
+  const events = live.events;
 
   load();
 
   return {
-    stream: { types: "presence,heartbeat,metrics,device,command" },
+    stream: live.initialQuery, // narrowed to the page's units once they are known
+    attachStream: (stream) => live.attach(stream),
     onEvent: (e) => events.push(e),
-    onResume() {
+    onAlert: (e) => rowAlerts.onAlert(e),
+    onReset() {
       load();
     },
     unmount() {
-      clearInterval(ticker);
-      cancelAnimationFrame(frame);
+      live.stop();
+      rowAlerts.stop();
       onSearch.cancel();
       refreshSummary.cancel();
       reloadPage.cancel();
       abort?.abort();
       document.removeEventListener("keydown", slashKey);
+      stopTagSuggestions();
     },
   };
 }

@@ -22,8 +22,10 @@ export function unitState(unit) {
   return { status: "online", why: "Online" };
 }
 
+const BADGE_TEXT = { loading: "loading…" };
+
 export function badge(status, why = "") {
-  return h("span", { class: `badge ${status}`, dataset: { status }, title: why, text: status });
+  return h("span", { class: `badge ${status}`, dataset: { status }, title: why, text: BADGE_TEXT[status] || status });
 }
 
 export function updateBadge(el, status, why = "") {

@@ -4,10 +4,14 @@ import { clear, gate, h, notify, setText, throttle } from "../dom.js";
 import { ago, bytes, celsius, count, dateTime, duration, percent, toMs } from "../format.js";
 import { can } from "../session.js";
 import { badge, unitState, updateBadge } from "./status.js";
+import { createUnitAlerts } from "./unit_alerts.js";
 import { createCommands } from "./unit_commands.js";
 import { createConfig } from "./unit_config.js";
+import { createUnitEdit } from "./unit_edit.js";
 import { createLogs } from "./unit_logs.js";
 import { createMetrics } from "./unit_metrics.js";
+import { createUnitSessions } from "./sessions.js";
+import { createTerminalButton } from "./unit_terminal.js";
 
 const SERVICE_TONE = { active: "ok", reloading: "pending", activating: "pending", deactivating: "pending",
   inactive: "muted", failed: "bad" };
@@ -24,19 +28,28 @@ export function mount(root, route) {
 
   const metrics = createMetrics(deviceId);
   const logs = createLogs(deviceId);
-  const commands = createCommands(deviceId, { unitName: () => (unit && unit.name) || deviceId });
+  const commands = createCommands(deviceId, { unitName: () => (unit && unit.name) || deviceId,
+    unitOnline: () => (unit ? Boolean(unit.online) : null) });
   const config = createConfig(deviceId);
+  const alerts = createUnitAlerts(deviceId);
+  const terminal = createTerminalButton(deviceId);
+  const sessions = createUnitSessions(deviceId);
+  const edit = createUnitEdit(deviceId, { unit: () => unit, onSaved: (body) => {
+    Object.assign(unit, { name: body.name, tags: body.tags });
+    paint();
+  } });
 
-  const stateBadge = badge("offline");
+  const stateBadge = badge("loading", "Reading the unit's state"); // never a guessed "offline" before the first read
   const nameEl = h("span", { class: "unit-name" });
   const f = {
     seen: h("span", { class: "ago", id: "unit-last-seen" }),
     uptime: h("span"), software: h("span", { class: "mono", id: "unit-version" }), agent: h("span", { class: "mono" }),
-    host: h("span"), ips: h("span", { class: "mono" }), tags: h("span"), changed: h("span"), boot: h("span", { class: "mono" }),
-    why: h("span", { id: "unit-why" }),
+    host: h("span"), ips: h("span", { class: "mono" }), tags: h("span", { id: "unit-tags" }), changed: h("span"), boot: h("span", { class: "mono" }),
+    why: h("span", { id: "unit-why", text: "loading…" }),
   };
   const services = h("tbody", { id: "services" });
-  const servicesEmpty = h("p", { class: "hint", text: "No services reported yet." });
+  const servicesEmpty = h("p", { class: "hint", text: "loading…" }); // "none" only once the unit is read
+  const servicesStale = h("p", { class: "hint", hidden: true, text: "As last reported: the unit is offline." });
   const glance = h("p", { class: "glance", id: "unit-glance" });
   const revoked = h("div", { class: "banner bad", role: "alert", hidden: true });
   const turnOut = h("div", { class: "turn-out", id: "turn-result", "aria-live": "polite" },
@@ -45,29 +58,32 @@ export function mount(root, route) {
     onclick: () => testTurn() }) : null;
 
   const head = h("header", { class: "unit-head panel" },
-    h("div", { class: "unit-title" }, h("h1", { id: "unit-title" }, deviceId), stateBadge, nameEl),
+    h("div", { class: "unit-title" }, h("h1", { id: "unit-title" }, deviceId), stateBadge, nameEl,
+      edit.button),
     h("dl", { class: "facts" },
       fact("Status", f.why, "unit-status-text"), fact("Last seen", f.seen), fact("Uptime", f.uptime),
       fact("Software", f.software), fact("Agent", f.agent), fact("Host", f.host), fact("Addresses", f.ips),
       fact("Tags", f.tags), fact("Presence changed", f.changed), fact("Boot", f.boot)),
-    glance,
-    commands.actions || turnBtn ? h("div", { class: "head-actions" }, commands.actions, turnBtn) : null);
+    edit.el, glance,
+    commands.actions || turnBtn || terminal.el
+      ? h("div", { class: "head-actions" }, commands.actions, turnBtn, terminal.el) : null);
 
   const servicesPanel = h("section", { class: "panel services", "aria-labelledby": "services-title" },
     h("div", { class: "panel-head" }, h("h2", { id: "services-title", text: "Services" })),
     h("table", { class: "kv" }, h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Unit" }),
-      h("th", { scope: "col", text: "State" }))), services), servicesEmpty,
+      h("th", { scope: "col", text: "State" }))), services), servicesEmpty, servicesStale,
     turnBtn ? h("div", { class: "turn" }, h("h3", { text: "TURN" }), turnOut) : null);
 
   clear(root, h("div", { class: "unit", dataset: { unit: deviceId } },
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/", text: "← All units" })),
-    revoked, head,
+    revoked, head, alerts.el,
     h("div", { class: "unit-grid" }, metrics.el, h("div", { class: "side" }, servicesPanel, commands.el)),
-    logs.el, config.el));
+    logs.el, config.el, sessions.el));
 
   function paint() {
     if (!unit) return;
     const st = unitState(unit);
+    terminal.update(unit);
     updateBadge(stateBadge, st.status, st.why);
     setText(nameEl, unit.name || "");
     setText(f.why, st.why);
@@ -84,7 +100,12 @@ export function mount(root, route) {
     setText(f.changed, unit.online_changed_at ? `${ago(unit.online_changed_at)} (${dateTime(unit.online_changed_at)})` : "–");
     setText(f.boot, unit.boot_id || "–");
     const m = unit.metrics || {};
-    setText(glance, `CPU ${percent(m.cpu_percent)} · memory ${percent(m.mem_percent)} (${bytes(m.mem_used_bytes)}) · ` +
+    // An offline unit's numbers are its last report, not its state now: say so and grey them.
+    const stale = !unit.online && Object.keys(m).length > 0;
+    glance.classList.toggle("stale", stale);
+    servicesPanel.classList.toggle("stale", stale);
+    servicesStale.hidden = !stale;
+    setText(glance, (stale ? `Offline · last reported ${ago(toMs(m.ts) ?? unit.last_seen)}: ` : "") + `CPU ${percent(m.cpu_percent)} · memory ${percent(m.mem_percent)} (${bytes(m.mem_used_bytes)}) · ` +
       `disk ${percent(m.disk_percent)} (${bytes(m.disk_free_bytes)} free) · ${celsius(m.temp_c)} · load ` +
       `${m.load1 === undefined || m.load1 === null ? "–" : m.load1.toFixed(2)}` +
       (unit.logs_dropped ? ` · ${count(unit.logs_dropped)} log lines dropped by the unit` : "") +
@@ -98,6 +119,7 @@ export function mount(root, route) {
       h("td", { class: "mono", text: name }),
       h("td", {}, h("span", { class: `svc ${SERVICE_TONE[state] || "pending"}`, text: state })))));
     servicesEmpty.hidden = entries.length > 0;
+    setText(servicesEmpty, "No services reported yet.");
   }
 
   async function loadUnit() {
@@ -169,6 +191,10 @@ export function mount(root, route) {
         break;
       case "config":
         config.onConfig(e);
+        terminal.onConfig();
+        break;
+      case "alert":
+        alerts.onAlert(e);
         break;
       case "device":
         if (e.action === "revoked") {
@@ -188,7 +214,8 @@ export function mount(root, route) {
   async function loadAll() {
     events.close();
     if (!(await loadUnit())) return;
-    await Promise.all([metrics.load(), logs.load(), commands.load(), config.load()]);
+    await Promise.all([metrics.load(), logs.load(), commands.load(), config.load(), alerts.load(), terminal.load(),
+      sessions.load()]);
     events.open();
   }
 
@@ -198,13 +225,18 @@ export function mount(root, route) {
   return {
     stream: { device_id: deviceId },
     onEvent: (e) => events.push(e),
-    onResume: () => loadAll(),
+    onAlert: (e) => events.push(e),
+    onReset: () => loadAll(),
+    hasEdits: () => config.hasEdits(),
     unmount() {
       clearInterval(ticker);
+      alerts.dispose();
       reloadUnit.cancel();
       metrics.dispose();
       logs.dispose();
       commands.dispose();
+      edit.dispose();
+      terminal.dispose();
     },
   };
 }

@@ -1,7 +1,7 @@
 // Commands of one unit: restart / update / reboot with confirmation, live status and output, and history.
 import { enc, get, post } from "../api.js";
 import { confirmAction } from "../dialog.js";
-import { h, notify, setText } from "../dom.js";
+import { clear, h, labelCells, notify, setText } from "../dom.js";
 import { ago, dateTime, duration, toMs } from "../format.js";
 import { rolloutHref } from "../router.js";
 import { can } from "../session.js";
@@ -10,6 +10,7 @@ const RANK = { queued: 0, sent: 1, accepted: 2, running: 3 };
 const FINAL = new Set(["succeeded", "failed", "rejected", "expired", "timed_out", "canceled"]);
 const TONE = { succeeded: "ok", failed: "bad", rejected: "bad", expired: "bad", timed_out: "bad", canceled: "muted" };
 const REF_RE = /^[A-Za-z0-9][A-Za-z0-9._/@+-]{0,199}$/;
+const COLUMNS = ["Sent", "Command", "Status", "Exit", "By", null]; // the last: the actions
 
 const rank = (status) => (FINAL.has(status) ? 4 : RANK[status] ?? -1);
 const label = (status) => String(status).replace("_", " ");
@@ -24,7 +25,16 @@ function describe(cmd) {
   return cmd.name;
 }
 
-export function createCommands(deviceId, { unitName }) {
+export function createCommands(deviceId, { unitName, unitOnline }) {
+  /** "Hall camera (cam-07)", or the id alone when the unit has no name of its own. */
+  const who = () => (unitName() && unitName() !== deviceId ? `${unitName()} (${deviceId})` : deviceId);
+  /** The dialog body, with a warning first when the unit is offline: the command would wait in the queue. */
+  const body = (text) => [
+    unitOnline() === false ? h("p", { class: "banner warn dialog-offline", text: `${deviceId} is offline: the ` +
+      "command will queue and run only when the unit reconnects (it expires if the unit stays away too long)." })
+      : null,
+    h("p", { text })];
+
   const rows = new Map(); // command id -> {data, tr, status, exit, finished, output, cancel}
   let latestId = null;
   const tbody = h("tbody", { id: "cmd-history" });
@@ -43,9 +53,9 @@ export function createCommands(deviceId, { unitName }) {
   const el = h("section", { class: "panel commands", "aria-labelledby": "commands-title" },
     h("div", { class: "panel-head" }, h("h2", { id: "commands-title", text: "Commands" })),
     live,
-    h("div", { class: "table-wrap short" }, h("table", { class: "cmd-table" },
-      h("thead", {}, h("tr", {}, ...["Sent", "Command", "Status", "Exit", "By", ""].map((t) =>
-        h("th", { scope: "col", text: t })))),
+    h("div", { class: "table-wrap short" }, h("table", { class: "cmd-table cards" },
+      h("thead", {}, h("tr", {}, ...COLUMNS.map((t) =>
+        h("th", { scope: "col" }, t ?? h("span", { class: "sr-only", text: "Actions" }))))),
       tbody)));
 
   async function send(path, body, what) {
@@ -60,15 +70,15 @@ export function createCommands(deviceId, { unitName }) {
   }
 
   async function restart() {
-    const ok = await confirmAction({ title: `Restart services on ${unitName()}?`, confirm: "Restart services",
-      body: "The recorder services on this unit restart now; recording pauses for a few seconds." });
+    const ok = await confirmAction({ title: `Restart services on ${who()}?`, confirm: "Restart services",
+      body: body("The recorder services on this unit restart now; recording pauses for a few seconds.") });
     if (ok) send("restart", undefined, "restart the services");
   }
 
   async function update() {
-    const ref = await confirmAction({ title: `Update ${unitName()}`, confirm: "Update", danger: true,
-      body: "The unit fetches this git ref, runs its post-update hook, restarts and health-checks; it rolls back by " +
-        "itself when the check fails.",
+    const ref = await confirmAction({ title: `Update ${who()}`, confirm: "Update", danger: true,
+      body: body("The unit fetches this git ref, runs its post-update hook, restarts and health-checks; it rolls " +
+        "back by itself when the check fails."),
       input: { label: "Branch, tag or commit", placeholder: "e.g. v1.4.2",
         validate: (v) => (REF_RE.test(v) && !v.includes("..") ? null
           : "Letters, digits and ._/@+- only, not starting with - and without ..") } });
@@ -76,9 +86,9 @@ export function createCommands(deviceId, { unitName }) {
   }
 
   async function reboot() {
-    const ok = await confirmAction({ title: `Reboot ${unitName()}?`, confirm: "Reboot unit", danger: true,
+    const ok = await confirmAction({ title: `Reboot ${who()}?`, confirm: "Reboot unit", danger: true,
       typeToConfirm: deviceId,
-      body: "The whole unit restarts: recording stops and the unit is offline for a minute or more." });
+      body: body("The whole unit restarts: recording stops and the unit is offline for a minute or more.") });
     if (ok) send("reboot", undefined, "reboot the unit");
   }
 
@@ -105,10 +115,10 @@ export function createCommands(deviceId, { unitName }) {
       details: null,
     };
     row.details = h("details", { class: "cmd-details", hidden: true }, h("summary", { text: "output" }), row.output);
-    row.tr = h("tr", { dataset: { command: cmd.id } },
+    row.tr = labelCells(h("tr", { dataset: { command: cmd.id } },
       h("td", {}, row.when),
       h("td", {}, h("span", { class: "cmd-name", text: describe(cmd) }), row.details),
-      h("td", {}, row.status), row.exit, row.by, h("td", {}, row.cancel));
+      h("td", {}, row.status), row.exit, row.by, h("td", {}, row.cancel)), COLUMNS);
     return row;
   }
 
@@ -155,7 +165,8 @@ export function createCommands(deviceId, { unitName }) {
     const started = toMs(cmd.started_at);
     const finished = toMs(cmd.finished_at);
     const took = started && finished ? ` in ${duration((finished - started) / 1000)}` : "";
-    live.replaceChildren(
+    // clear() skips null children; replaceChildren() would print them as the text "null".
+    clear(live,
       h("div", { class: "cmd-live-head" }, h("strong", { text: describe(cmd) }), " ", statusBadge(cmd.status),
         h("span", { class: "hint", text: FINAL.has(cmd.status) ? ` finished${took}` : " waiting for the unit…" }),
         cmd.exit_code !== null && cmd.exit_code !== undefined ? h("span", { class: "hint", text: ` · exit ${cmd.exit_code}` }) : null),

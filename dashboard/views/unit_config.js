@@ -1,8 +1,10 @@
-// Configuration of one unit: its own settings in a JSON editor that validates before saving, the effective
-// desired config (own settings merged over its tags' defaults) and what the unit reports, with the sync state.
+// Configuration of one unit: its own settings as a form for the known keys (JSON for the rest) or as JSON,
+// validated before saving; the effective desired config (own settings merged over its tags' defaults) and what
+// the unit reports, with the sync state.
 import { ApiError, enc, get, request } from "../api.js";
 import { h, notify, setText } from "../dom.js";
 import { can } from "../session.js";
+import { createConfigForm } from "./config_form.js";
 
 const MAX_BYTES = 64 * 1024;
 const TYPE_WORDS = { boolean: "true or false", integer: "an integer", number: "a number", string: "a string",
@@ -46,6 +48,34 @@ export function checkKnown(config, schema) {
   return null;
 }
 
+/** The first known key whose value has the wrong type for its field in the form; null when all fit. */
+function typeProblem(config, schema) {
+  for (const [key, value] of Object.entries(config)) {
+    const s = schema[key];
+    if (s && !typeOk(value, s.type)) return `${key} must be ${TYPE_WORDS[s.type] || s.type} (${s.help}), got ${JSON.stringify(value)}`;
+  }
+  return null;
+}
+
+/** What is wrong with a config object before it is sent (size, known keys); null when nothing. */
+export function checkValue(value, schema = {}) {
+  const size = new TextEncoder().encode(JSON.stringify(value)).length;
+  if (size > MAX_BYTES) return `The config is ${size} bytes; at most ${MAX_BYTES} are allowed.`;
+  const known = checkKnown(value, schema);
+  return known ? `Not allowed: ${known}.` : null;
+}
+
+/** The value each known key gets from the unit's tags' defaults ({key: {value, tag}}), later groups winning. */
+function tagDefaults(refs, groups, schema) {
+  const byTag = new Map(groups.map((g) => [g.tag, g.config || {}]));
+  const out = {};
+  for (const ref of refs || []) {
+    const config = byTag.get(ref.tag) || {};
+    for (const key of Object.keys(schema)) if (key in config) out[key] = { value: config[key], tag: ref.tag };
+  }
+  return out;
+}
+
 /** Parse the editor text; returns {value} or {error} with a message that says where the problem is. */
 export function parseConfig(text, schema = {}) {
   if (!text.trim()) return { error: "The config is empty; write a JSON object such as {}." };
@@ -65,11 +95,8 @@ export function parseConfig(text, schema = {}) {
     const what = Array.isArray(value) ? "an array" : value === null ? "null" : `a ${typeof value}`;
     return { error: `The config must be a JSON object ({ ... }), not ${what}.` };
   }
-  const size = new TextEncoder().encode(JSON.stringify(value)).length;
-  if (size > MAX_BYTES) return { error: `The config is ${size} bytes; at most ${MAX_BYTES} are allowed.` };
-  const known = checkKnown(value, schema);
-  if (known) return { error: `Not allowed: ${known}.` };
-  return { value };
+  const problem = checkValue(value, schema);
+  return problem ? { error: problem } : { value };
 }
 
 const pretty = (v) => JSON.stringify(v ?? {}, null, 2);
@@ -81,7 +108,9 @@ export function createConfig(deviceId) {
   let dirty = false;
   let saving = false;
   let missed = false; // a config event came while our save was in flight: re-read when it is done
-  let base = null; // the settings the editor text started from: {version, text}; saves are made against it
+  let base = null; // the settings the edits started from: {version, text, value}; saves are made against it
+  let mode = "form"; // the known keys as a form (the rest as JSON), or everything as JSON
+  let defaults = {}; // key -> {value, tag}: what the unit's tags' defaults give
 
   const sync = h("span", { class: "sync", id: "config-sync", hidden: true });
   const versions = h("span", { class: "hint", id: "config-versions" });
@@ -106,12 +135,20 @@ export function createConfig(deviceId) {
     }
   } }) : null;
   const editorLabel = h("label", { for: "config-editor", class: "field-label" });
+  const form = createConfigForm({ editable, onInput: () => validate() });
+  const modeButton = (to, text) => h("button", { type: "button", class: "btn small", id: `config-mode-${to}`, text,
+    onclick: () => switchMode(to) });
+  const modeForm = modeButton("form", "Form");
+  const modeJson = modeButton("json", "JSON");
+  const modes = h("div", { class: "config-modes", role: "group", "aria-label": "Edit the settings as" }, modeForm, modeJson);
+  const jsonPane = h("div", { class: "config-json" }, editorLabel, editor);
 
   const el = h("section", { class: "panel config", "aria-labelledby": "config-title" },
     h("div", { class: "panel-head" }, h("h2", { id: "config-title", text: "Configuration" }), sync, versions),
     applyError, notice,
     h("div", { class: "config-grid" },
-      h("div", {}, editorLabel, editor, problem, editable ? h("div", { class: "row" }, save, revert, format) : null, help),
+      h("div", {}, modes, form.el, jsonPane, problem, editable ? h("div", { class: "row" }, save, revert, format) : null,
+        help),
       h("div", {}, h("span", { class: "field-label", id: "desired-label", text: "Desired (sent to the unit)" }), desired,
         sources),
       h("div", {}, h("span", { class: "field-label", id: "reported-label", text: "Reported by the unit" }), reported)));
@@ -120,15 +157,63 @@ export function createConfig(deviceId) {
 
   const editsOwn = () => current && "own" in current;
 
+  /** The settings as the current view holds them: {value} or {error}. */
+  function edited() {
+    if (mode === "json") return parseConfig(editor.value, schema);
+    const read = form.read();
+    if (read.error) return read;
+    const error = checkValue(read.value, schema);
+    return error ? { error } : read;
+  }
+
   function validate() {
-    const parsed = parseConfig(editor.value, schema);
-    dirty = base !== null && editor.value !== base.text;
+    const parsed = edited();
+    if (mode === "json") dirty = base !== null && editor.value !== base.text;
+    else dirty = base !== null && (Boolean(parsed.error) || JSON.stringify(parsed.value) !== JSON.stringify(base.value));
     problem.textContent = parsed.error || "";
-    editor.setAttribute("aria-invalid", String(Boolean(parsed.error)));
+    editor.setAttribute("aria-invalid", String(mode === "json" && Boolean(parsed.error)));
+    form.markInvalid(parsed.error ? parsed.key || Object.keys(schema).find((k) => parsed.error.includes(`${k} must`)) : null);
     if (save) save.disabled = Boolean(parsed.error) || !dirty;
     return parsed;
   }
   editor.addEventListener("input", validate);
+
+  function paintMode() {
+    const formOk = form.hasFields();
+    if (!formOk) mode = "json";
+    modes.hidden = !formOk;
+    form.el.hidden = mode !== "form";
+    jsonPane.hidden = mode !== "json";
+    modeForm.setAttribute("aria-pressed", String(mode === "form"));
+    modeJson.setAttribute("aria-pressed", String(mode === "json"));
+    if (format) format.hidden = mode !== "json";
+    help.hidden = mode !== "json" || !Object.keys(schema).length;
+  }
+
+  /** Form <-> JSON carrying every edit across; a view that cannot show the edits is not left. */
+  function switchMode(to) {
+    if (to === mode) return;
+    if (to === "json") {
+      const read = form.read();
+      if (read.error) {
+        problem.textContent = read.error;
+        return;
+      }
+      editor.value = JSON.stringify(read.value) === JSON.stringify(base && base.value) ? base.text : pretty(read.value);
+    } else {
+      const parsed = parseConfig(editor.value);
+      const wrong = parsed.error || typeProblem(parsed.value, schema);
+      if (wrong) {
+        problem.textContent = parsed.error ? wrong : `The form cannot show this: ${wrong}. Fix it here first.`;
+        editor.setAttribute("aria-invalid", "true");
+        return;
+      }
+      form.set(schema, parsed.value, defaults);
+    }
+    mode = to;
+    paintMode();
+    validate();
+  }
 
   function paintState(view) {
     const status = view.status === "failed" ? "failed" : view.in_sync ? "in-sync" : "pending";
@@ -152,16 +237,21 @@ export function createConfig(deviceId) {
       : editsOwn() ? "No tag defaults apply: this is the unit's own settings." : "");
     setText(reported, view.reported_version ? pretty(view.reported) : "(nothing reported yet)");
     if (!keepEdits || base === null) {
-      base = { version: view.desired_version, text: pretty(editsOwn() ? view.own : view.desired) };
+      const own = (editsOwn() ? view.own : view.desired) || {};
+      base = { version: view.desired_version, text: pretty(own), value: own };
       editor.value = base.text;
+      if (typeProblem(own, schema)) mode = "json"; // a stored value the form cannot show
+      else form.set(schema, own, defaults);
       notice.hidden = true;
+    } else {
+      form.setDefaults(defaults);
     }
+    paintMode();
     validate();
   }
 
   function paintHelp() {
     const keys = Object.entries(schema);
-    help.hidden = !keys.length;
     help.replaceChildren(h("summary", { text: "Known settings" }),
       h("table", { class: "kv" }, h("tbody", {}, ...keys.map(([key, s]) => h("tr", {},
         h("td", { class: "mono", text: key }),
@@ -177,11 +267,13 @@ export function createConfig(deviceId) {
 
   async function load({ keepEdits = false } = {}) {
     try {
-      const [view, known] = await Promise.all([get(`/api/devices/${enc(deviceId)}/config`), loadSchema()]);
+      const [view, known, groups] = await Promise.all([get(`/api/devices/${enc(deviceId)}/config`), loadSchema(),
+        get("/api/config/groups").catch(() => ({ items: [] }))]);
       if (schema !== known) {
         schema = known;
         paintHelp();
       }
+      defaults = tagDefaults(view.groups, groups.items || [], schema);
       render(view, { keepEdits });
     } catch (err) {
       if (err.status !== 401) notify(`Could not load the configuration: ${err.message}`);
@@ -234,5 +326,5 @@ export function createConfig(deviceId) {
     load({ keepEdits: dirty });
   }
 
-  return { el, load, onConfig };
+  return { el, load, onConfig, hasEdits: () => dirty };
 }

@@ -1,7 +1,7 @@
 // Live log tail of one unit: stored history (newest first from the API) followed by live `log` events.
 import { enc, get } from "../api.js";
 import { debounce, h, notify } from "../dom.js";
-import { clock, dateTime } from "../format.js";
+import { dateTime, logTime } from "../format.js";
 
 const LEVELS = ["debug", "info", "notice", "warning", "error", "critical"];
 const MAX_LINES = 2000;
@@ -50,8 +50,10 @@ export function createLogs(deviceId) {
     (!text || String(r.msg).toLowerCase().includes(text.toLowerCase()));
 
   function line(r) {
+    const when = logTime(r.ts);
+    if (when.length > 8) view.classList.add("dated"); // a line not from today: the time column makes room for dates
     return h("div", { class: "log-line", dataset: { level: r.level, id: r.id } },
-      h("time", { class: "log-time", datetime: new Date(r.ts).toISOString(), title: dateTime(r.ts), text: clock(r.ts) }),
+      h("time", { class: "log-time", datetime: new Date(r.ts).toISOString(), title: dateTime(r.ts), text: when }),
       h("span", { class: "log-level", text: r.level }),
       h("span", { class: "log-source", text: r.source || "" }),
       h("span", { class: "log-msg", text: r.msg }));
@@ -105,6 +107,7 @@ export function createLogs(deviceId) {
       held = [];
       const records = body.items.slice().reverse();
       records.forEach((r) => seen.add(r.id));
+      view.classList.remove("dated");
       view.replaceChildren(...records.map(line));
       if (!records.length) view.append(h("div", { class: "log-empty", text: "No log lines yet." }));
       view.scrollTop = view.scrollHeight;

@@ -11,6 +11,8 @@ export const RANGES = {
   "7d": { label: "7 d", span: 7 * 86_400_000, step: 3600 },
 };
 const LIVE_RANGES = new Set(["15m", "1h"]); // short ranges take every live sample; long ones re-read per bucket
+// What the service read for the chart: raw samples for short ranges, rollups kept longer for long ones.
+const TIERS = { raw: "raw samples", "1m": "1-minute rollups", "1h": "hourly rollups" };
 
 /** Per-second rates from cumulative byte counters; a counter that went backwards (reboot) gives a gap. */
 export function withRates(points) {
@@ -76,13 +78,15 @@ export function createMetrics(deviceId) {
       if (mine !== seq) return;
       lastFetch = Date.now();
       const points = withRates(body.points);
-      const range = { start: since, end: until, step: r.step };
+      const step = body.step || r.step; // the service may round the step up to its tier's buckets
+      const range = { start: since, end: until, step };
       Object.values(charts).forEach((c) => c.setData(points, range));
       lastRaw = null;
-      status.textContent = `${body.points.length} points, ${r.step} s each`;
+      status.textContent = `${body.points.length} points, ${step} s each (${TIERS[body.tier] || body.tier})`;
     } catch (err) {
       if (mine !== seq) return;
       status.textContent = "";
+      Object.values(charts).forEach((c) => c.showMessage("could not load"));
       if (err.status !== 401) notify(`Could not load metrics: ${err.message}`);
     }
   }

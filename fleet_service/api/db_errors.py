@@ -37,23 +37,24 @@ _TRY_AGAIN_LATER = 1013  # WebSocket close code
 def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, PoolTimeout):
         return True
+    cause: BaseException | None = exc
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
-        exc = exc.orig
-    if isinstance(exc, psycopg.OperationalError):
+        cause = exc.orig
+    if isinstance(cause, psycopg.OperationalError):
         return True
-    if isinstance(exc, sqlite3.OperationalError):
-        code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(cause, sqlite3.OperationalError):
+        code = getattr(cause, "sqlite_errorcode", None)
         if code is not None:
             return code & 0xFF in _SQLITE_CODES
-        return any(m in str(exc).lower() for m in _SQLITE_MESSAGES)
+        return any(m in str(cause).lower() for m in _SQLITE_MESSAGES)
     return False
 
 
 def nul_in_text(exc: BaseException) -> bool:
-    exc = exc.orig if isinstance(exc, DBAPIError) else exc
-    return isinstance(exc, psycopg.DataError) and "NUL (0x00)" in str(exc)
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(cause, psycopg.DataError) and "NUL (0x00)" in str(cause)
 
 
 async def _answer(conn: HTTPConnection, exc: Exception) -> Response | None:
@@ -74,4 +75,4 @@ async def _answer(conn: HTTPConnection, exc: Exception) -> Response | None:
 
 def install(app: FastAPI) -> None:
     for kind in (DBAPIError, PoolTimeout, psycopg.OperationalError, psycopg.DataError, sqlite3.OperationalError):
-        app.add_exception_handler(kind, _answer)
+        app.add_exception_handler(kind, _answer)  # type: ignore[arg-type]  # one handler for HTTP and WebSocket

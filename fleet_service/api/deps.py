@@ -10,20 +10,21 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from pydantic import AfterValidator
 from sqlmodel import Session
 from starlette.requests import HTTPConnection
 
-from fleet_service.audit import AUDITED_METHODS
+from fleet_service.auth.audit import AUDITED_METHODS
+from fleet_service.auth.credentials import Identity, role_allows
 from fleet_service.context import ServiceContext
-from fleet_service.models import Device
-from fleet_service.ratelimit import FailureLimiter
-from fleet_service.security import Identity, role_allows
+from fleet_service.devices.models import Device
+from fleet_service.errors import Forbidden, NotFound, TooManyRequests, Unauthenticated
 from protocol import ProtocolError
 from protocol.ids import check_device_id, is_device_id
 
 log = logging.getLogger(__name__)
+
 
 def _device_id(value: str) -> str:
     try:
@@ -42,17 +43,15 @@ def get_ctx(request: Request) -> ServiceContext:
 
 Ctx = Annotated[ServiceContext, Depends(get_ctx)]
 
-_UNAUTHORIZED = HTTPException(401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"})
-
 
 def source_ip(conn: HTTPConnection) -> str:
     """The caller's address (the proxy's X-Forwarded-For when uvicorn trusts it, see FORWARDED_ALLOW_IPS)."""
     return conn.client.host if conn.client else ""
 
 
-def throttled(message: str, wait: float) -> HTTPException:
+def throttled(message: str, wait: float) -> TooManyRequests:
     """429 for a caller past its budget of failed credentials, with the seconds until it may fail again."""
-    return HTTPException(429, message, headers={"Retry-After": FailureLimiter.retry_after(wait)})
+    return TooManyRequests(message, wait)
 
 
 async def authenticate(conn: HTTPConnection, ctx: ServiceContext) -> Identity | None:
@@ -96,20 +95,21 @@ async def identify(request: Request, ctx: Ctx) -> Identity:
     identity = await authenticate(request, ctx)
     if identity is None:
         if request.method in AUDITED_METHODS and ctx.limits is not None:
-            # Counted as the audit log answers (fleet_service/audit.py); past the budget refused here, unread.
-            limiter = ctx.limits.unauthenticated(ctx.settings.unauthenticated_changes_per_source,
-                                                 ctx.settings.auth_window_s)
+            # Counted as the audit log answers (fleet_service/auth/audit.py); past the budget refused here, unread.
+            limiter = ctx.limits.unauthenticated(
+                ctx.settings.unauthenticated_changes_per_source, ctx.settings.auth_window_s
+            )
             if wait := limiter.blocked(source_ip(request)):
                 raise throttled("too many unauthenticated changes from this address; try again later", wait)
-        raise _UNAUTHORIZED
+        raise Unauthenticated("missing or invalid credentials")
     request.state.identity = identity
     return identity
 
 
 def require(role: str) -> Callable:
     async def check(identity: Annotated[Identity, Depends(identify)]) -> Identity:
-        if identity.role == "unit" or not role_allows(identity.role, role):
-            raise HTTPException(403, f"this action needs the {role} role")
+        if not role_allows(identity.role, role):
+            raise Forbidden(f"this action needs the {role} role")
         return identity
 
     return check
@@ -117,9 +117,10 @@ def require(role: str) -> Callable:
 
 def unit_or(role: str) -> Callable:
     """A unit (its Basic credentials) or an operator identity with at least `role`."""
+
     async def check(identity: Annotated[Identity, Depends(identify)]) -> Identity:
         if identity.role != "unit" and not role_allows(identity.role, role):
-            raise HTTPException(403, f"this needs a unit's credentials or the {role} role")
+            raise Forbidden(f"this needs a unit's credentials or the {role} role")
         return identity
 
     return check
@@ -136,5 +137,5 @@ def load_device(ctx: ServiceContext, device_id: str) -> Device:
     with Session(ctx.engine) as s:
         device = s.get(Device, device_id)
     if device is None:
-        raise HTTPException(404, f"no unit with id {device_id!r}")
+        raise NotFound(f"no unit with id {device_id!r}")
     return device

@@ -8,8 +8,10 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import HTTPException, Query
+from fastapi import Query
 from pydantic import AfterValidator
+
+from fleet_service.errors import Invalid
 
 __all__ = ["MAX_JSON_DEPTH", "MAX_OFFSET", "MAX_TS_MS", "JsonObject", "Offset", "check_json_document", "parse_time"]
 
@@ -51,10 +53,10 @@ def parse_time(value: str | None, name: str) -> int | None:
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise HTTPException(422, f"{name} must be milliseconds since the epoch or an ISO 8601 time") from None
+            raise Invalid(f"{name} must be milliseconds since the epoch or an ISO 8601 time") from None
         if dt.tzinfo is None:
-            raise HTTPException(422, f"{name} needs a time zone (e.g. a trailing Z)")
+            raise Invalid(f"{name} needs a time zone (e.g. a trailing Z)")
         ms = int(dt.timestamp() * 1000)
     if not 0 <= ms < MAX_TS_MS:
-        raise HTTPException(422, f"{name} must lie between 1970 and the year 5138 (0 to {MAX_TS_MS - 1} ms)")
+        raise Invalid(f"{name} must lie between 1970 and the year 5138 (0 to {MAX_TS_MS - 1} ms)")
     return ms

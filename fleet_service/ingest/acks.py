@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from fleet_service.telemetry import Registry
+from fleet_service.broker_link.base import Publish
+from fleet_service.prometheus import Registry
 from protocol.payloads import MAX_ACK_IDS, Ack, encode
 from protocol.topics import Kind, topic
 
 log = logging.getLogger(__name__)
-Publish = Callable[..., Awaitable[None]]  # link.publish(topic, payload, qos=..., retain=...)
 
 
 @dataclass
@@ -73,7 +72,8 @@ class AckSender:
             device_id, acks = await self._queue.get()
             try:
                 await self._publish(device_id, acks)
-            except Exception as exc:  # broker down: the unit resends after its timeout, nothing is lost
+            # broker down (or anything else): the unit resends after its timeout, nothing is lost; the loop goes on
+            except Exception as exc:  # noqa: BLE001 (a long-running loop: one failed ack must not stop all others)
                 self._registry.inc("fleet_ingest_acks_total", len(acks.ids) + len(acks.rejected), outcome="failed")
                 log.debug("ack to %s not published: %s", device_id, exc)
 

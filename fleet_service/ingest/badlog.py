@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from fleet_service.telemetry import Registry
+from fleet_service.prometheus import Registry
 
 log = logging.getLogger("fleet_service.ingest")
 

@@ -4,6 +4,10 @@ A message over its unit's budget is not queued, not stored and not acknowledged:
 outbox and sends it again later, within budget, so a busy unit is slowed down, never robbed. What is refused is
 counted per unit (`Device.ingest_throttled`, shown by the API and the dashboard). With several replicas each
 applies the budget to its share of the messages.
+
+Presence (`state`) is charged but never refused: a unit's Will is published once, by the broker, and never
+again, and a refused birth would leave a connected unit `offline`. It is one retained message per connection,
+so it cannot flood anything.
 """
 
 from __future__ import annotations
@@ -32,6 +36,22 @@ class UnitBudgets:
         self._buckets: dict[str, _Bucket] = {}
 
     def allow(self, unit: str, size: int) -> bool:
+        """Take one message of `size` bytes from the unit's budget if it fits; count a refusal if not."""
+        bucket = self._refilled(unit)
+        if bucket.messages >= 1 and bucket.bytes >= size:
+            bucket.messages -= 1
+            bucket.bytes -= size
+            return True
+        self.refused[unit] += 1
+        return False
+
+    def charge(self, unit: str, size: int) -> None:
+        """Take a message that must never be refused: the budget may go below zero, delaying what follows."""
+        bucket = self._refilled(unit)
+        bucket.messages -= 1
+        bucket.bytes -= size
+
+    def _refilled(self, unit: str) -> _Bucket:
         now = time.monotonic()
         bucket = self._buckets.get(unit)
         if bucket is None:
@@ -42,12 +62,7 @@ class UnitBudgets:
         bucket.at = now
         bucket.messages = min(self.message_burst, bucket.messages + elapsed * self.messages_per_s)
         bucket.bytes = min(self.byte_burst, bucket.bytes + elapsed * self.bytes_per_s)
-        if bucket.messages >= 1 and bucket.bytes >= size:
-            bucket.messages -= 1
-            bucket.bytes -= size
-            return True
-        self.refused[unit] += 1
-        return False
+        return bucket
 
     def take_refused(self) -> Counter[str]:
         """The refusals counted since the last call (for the periodic write to the database)."""

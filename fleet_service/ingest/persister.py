@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import tuple_
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from fleet_service.commands_state import apply_result
+from fleet_service.commands.models import Command
+from fleet_service.commands.state import apply_result
+from fleet_service.db.bulk import execute_rows, insert_rows
+from fleet_service.db.core import table_of
+from fleet_service.devices.models import Device, LogRecord, device_status
+from fleet_service.errors import Unavailable
 from fleet_service.ingest import telemetry_path
 from fleet_service.ingest.acks import AckBook
 from fleet_service.ingest.badlog import BadMessageLog
 from fleet_service.ingest.telemetry_path import TELEMETRY_KINDS
-from fleet_service.models import Command, Device, LogRecord, MetricSample, device_status
-from fleet_service.telemetry import Registry
+from fleet_service.metrics import rollups
+from fleet_service.prometheus import Registry
 from protocol import ProtocolError
 from protocol.payloads import (
     Birth,
@@ -54,7 +60,7 @@ class Outcome:
     data: dict[str, Any]
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailableError(Unavailable):
     """The database refused the whole batch; retry it later, nothing is dropped."""
 
 
@@ -71,6 +77,7 @@ class _Write:
     """What one transaction collects: rows to insert in bulk, and drops/acks that count only if it commits."""
 
     logs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    restamped_logs: set[tuple[str, str]] = field(default_factory=set)  # their ts is the receive time: not a key
     samples: list[dict[str, Any]] = field(default_factory=list)
     drops: list[tuple[str, str, str]] = field(default_factory=list)  # (reason, source, detail)
     acks: AckBook = field(default_factory=AckBook)
@@ -80,8 +87,13 @@ class _Write:
 
 
 class Persister:
-    def __init__(self, engine: Engine, registry: Registry, badlog: BadMessageLog,
-                 clock: telemetry_path.ClockWindow = telemetry_path.CLOCK) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        registry: Registry,
+        badlog: BadMessageLog,
+        clock: telemetry_path.ClockWindow = telemetry_path.CLOCK,
+    ) -> None:
         self._clock = clock
         self._engine = engine
         self._registry = registry
@@ -99,8 +111,8 @@ class Persister:
             self._commit(self._write(decoded), result)
             return result
         except OperationalError as exc:
-            raise DatabaseUnavailable(str(exc)) from exc
-        except Exception as exc:
+            raise DatabaseUnavailableError(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 (any failure: the one-by-one pass below isolates its cause)
             self._registry.inc("fleet_ingest_db_errors_total")
             log.warning("batch of %d failed (%s); retrying one by one", len(decoded), exc.__class__.__name__)
         for item in decoded:
@@ -108,7 +120,7 @@ class Persister:
             try:
                 self._commit(self._write([item]), result)
             except OperationalError as exc:
-                raise DatabaseUnavailable(str(exc)) from exc
+                raise DatabaseUnavailableError(str(exc)) from exc
             except DBAPIError as exc:
                 self._bad.drop("database_rejected", device_id, str(exc.orig))
                 result.acks.rejected(device_id, getattr(payload, "ack_id", None), "refused by the database")
@@ -139,7 +151,8 @@ class Persister:
                 received[topic.kind.value] += 1
                 try:
                     payload = decode(topic.kind, msg.payload)
-                except Exception as exc:  # ProtocolError, or anything a decoder bug lets through: this message only
+                # ProtocolError, or anything a decoder bug lets through: this message only
+                except Exception as exc:  # noqa: BLE001 (a unit's bytes must never break the batch)
                     detail = str(exc) if isinstance(exc, ProtocolError) else f"{exc.__class__.__name__} while decoding"
                     reason = "oversized" if "exceeds" in detail else "malformed"
                     self._bad.drop(reason, topic.device_id, f"{topic.kind.value}: {detail}")
@@ -159,8 +172,11 @@ class Persister:
             # Units that sent only telemetry take the narrow path; the others keep every message on ORM rows.
             orm_ids = {device_id for device_id, kind, *_ in items if kind not in TELEMETRY_KINDS}
             states = telemetry_path.load_states(session, ids - orm_ids)
-            devices = {d.id: d for d in session.exec(select(Device).where(Device.id.in_(orm_ids))).all()} \
-                if orm_ids else {}
+            devices = (
+                {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(orm_ids))).all()}
+                if orm_ids
+                else {}
+            )
             touched: set[str] = set()
             for device_id, kind, payload, msg in items:
                 state = states.get(device_id)
@@ -175,9 +191,8 @@ class Persister:
                     continue
                 persisted[kind.value] += 1
             if write.logs:
-                self._insert_logs(session, list(write.logs.values()))
-            if write.samples:
-                session.execute(MetricSample.__table__.insert(), write.samples)
+                self._insert_logs(session, write)
+            rollups.store(session, write.samples)  # raw rows, and the rollups of those not stored before
             telemetry_path.write_updates(session, states)
             write.restamped += sum(state.restamped for state in states.values())
             for device_id in touched:
@@ -188,15 +203,23 @@ class Persister:
         write.outcomes = outcomes
         return write
 
-    def _insert_logs(self, session: Session, rows: list[dict[str, Any]]) -> None:
-        table = LogRecord.__table__
-        dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["device_id", "rec_id"])
-        session.execute(stmt, rows)
+    def _insert_logs(self, session: Session, write: _Write) -> None:
+        """Records already stored are skipped by the unique (device_id, rec_id, ts); one whose ts was replaced by
+        this delivery's receive time would not match its first copy, so it is looked up by (device_id, rec_id)."""
+        rows = write.logs
+        if write.restamped_logs:
+            keys = sorted(write.restamped_logs)
+            query = select(col(LogRecord.device_id), col(LogRecord.rec_id)).where(
+                tuple_(col(LogRecord.device_id), col(LogRecord.rec_id)).in_(keys)
+            )
+            stored = {(r[0], r[1]) for r in session.execute(query)}
+            rows = {key: row for key, row in rows.items() if key not in stored}
+        if rows:
+            execute_rows(session, _log_insert(self._dialect), list(rows.values()))
 
     # -- one handler per topic kind --------------------------------------------------------------------------
 
-    def _state(self, session, device: Device, payload, msg: Inbound, write: _Write) -> list[Outcome]:
+    def _state(self, _session, device: Device, payload, msg: Inbound, _write: _Write) -> list[Outcome]:
         now = msg.received_ms
         if isinstance(payload, Birth):
             was_online, old_session = device.online, device.session
@@ -219,7 +242,7 @@ class Persister:
         device.offline_reason = "disconnected"
         return [Outcome("presence", device.id, _presence(device))]
 
-    def _telemetry(self, session, device: Device, payload, msg: Inbound, write: _Write) -> list[Outcome]:
+    def _telemetry(self, _session, device: Device, payload, msg: Inbound, write: _Write) -> list[Outcome]:
         """Telemetry of a unit that also sent other kinds in this batch: same rules, applied to its ORM row."""
         state = telemetry_path.UnitState.of(device)
         events = _TELEMETRY[_KIND_OF[type(payload)]](state, payload, msg.received_ms, write)
@@ -238,7 +261,7 @@ class Persister:
         write.acks.stored(device.id, res.ack_id)  # a duplicate or superseded status is stored as far as it matters
         return [Outcome("command", device.id, event)] if event else []
 
-    def _config(self, session, device: Device, rep: ConfigReported, msg: Inbound, write: _Write) -> list[Outcome]:
+    def _config(self, _session, device: Device, rep: ConfigReported, msg: Inbound, write: _Write) -> list[Outcome]:
         device.last_seen = msg.received_ms
         write.acks.stored(device.id, rep.ack_id)
         if rep.version < (device.reported_version or 0):
@@ -248,18 +271,39 @@ class Persister:
         device.config_error = rep.error if rep.status == "failed" else None
         if rep.status == "applied":
             device.reported_config = rep.config
-        return [Outcome("config", device.id, {"device_id": device.id, "reported_version": rep.version,
-                                              "desired_version": device.desired_version, "status": rep.status,
-                                              "error": device.config_error,
-                                              "in_sync": device_status(device)["config_in_sync"]})]
+        return [
+            Outcome(
+                "config",
+                device.id,
+                {
+                    "device_id": device.id,
+                    "reported_version": rep.version,
+                    "desired_version": device.desired_version,
+                    "status": rep.status,
+                    "error": device.config_error,
+                    "in_sync": device_status(device)["config_in_sync"],
+                },
+            )
+        ]
+
+
+@lru_cache(maxsize=2)
+def _log_insert(dialect: str) -> Any:
+    stmt = insert_rows(dialect, table_of(LogRecord), list(telemetry_path.LOG_COLUMNS))
+    return stmt.on_conflict_do_nothing(index_elements=["device_id", "rec_id", "ts"])
 
 
 def _presence(device: Device) -> dict[str, Any]:
-    return {"device_id": device.id, "online": device.online, "reason": device.offline_reason,
-            "last_seen": device.last_seen, "software_version": device.software_version}
+    return {
+        "device_id": device.id,
+        "online": device.online,
+        "reason": device.offline_reason,
+        "last_seen": device.last_seen,
+        "software_version": device.software_version,
+    }
 
 
-_HANDLERS = {
+_HANDLERS: dict[Kind, Callable[..., list[Outcome]]] = {
     Kind.STATE: Persister._state,
     Kind.HEARTBEAT: Persister._telemetry,
     Kind.METRICS: Persister._telemetry,
@@ -268,17 +312,18 @@ _HANDLERS = {
     Kind.CONFIG_REPORTED: Persister._config,
 }
 _TELEMETRY = {
-    Kind.HEARTBEAT: lambda state, hb, received, write: telemetry_path.heartbeat(state, hb, received),
-    Kind.METRICS: lambda state, m, received, write: telemetry_path.metrics(state, m, received, write.samples,
-                                                                         write.clock),
+    Kind.HEARTBEAT: lambda state, hb, received, _write: telemetry_path.heartbeat(state, hb, received),
+    Kind.METRICS: lambda state, m, received, write: telemetry_path.metrics(
+        state, m, received, write.samples, write.clock
+    ),
     Kind.LOGS: lambda state, batch, received, write: _logs(state, batch, received, write),
 }
 
 
 def _logs(state: telemetry_path.UnitState, batch: LogBatch, received: int, write: _Write) -> list:
-    events = telemetry_path.logs(state, batch, received, write.logs, write.clock)
+    events = telemetry_path.logs(state, batch, received, write.logs, write.clock, write.restamped_logs)
     write.acks.stored(state.id, batch.ack_id)  # records already stored are skipped by the insert: still stored
     return events
 
 
-_KIND_OF = {Heartbeat: Kind.HEARTBEAT, Metrics: Kind.METRICS, LogBatch: Kind.LOGS}
+_KIND_OF: dict[type, Kind] = {Heartbeat: Kind.HEARTBEAT, Metrics: Kind.METRICS, LogBatch: Kind.LOGS}

@@ -13,14 +13,15 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from fleet_service.models import LEVEL_NUMBERS, Device
-from protocol.payloads import Heartbeat, LogBatch, Metrics
+from fleet_service.db.core import table_of
+from fleet_service.devices.models import LEVEL_NUMBERS, Device
+from protocol.payloads import METRIC_FIELDS, Heartbeat, LogBatch, Metrics
 from protocol.topics import Kind
 
 TELEMETRY_KINDS = frozenset({Kind.HEARTBEAT, Kind.METRICS, Kind.LOGS})
-METRIC_COLUMNS = ("cpu_percent", "mem_percent", "mem_used_bytes", "disk_percent", "disk_free_bytes", "load1",
-                  "temp_c", "net_rx_bytes", "net_tx_bytes")
+METRIC_COLUMNS = METRIC_FIELDS
 Event = tuple[str, dict[str, Any]]  # (event type, data) for one unit
 
 
@@ -56,7 +57,9 @@ class UnitState:
 def load_states(session: Session, ids: set[str]) -> dict[str, UnitState]:
     if not ids:
         return {}
-    rows = session.execute(select(Device.id, Device.online, Device.software_version).where(Device.id.in_(ids)))
+    rows = session.execute(
+        select(col(Device.id), col(Device.online), col(Device.software_version)).where(col(Device.id).in_(ids))
+    )
     return {r.id: UnitState(r.id, bool(r.online), r.software_version or "") for r in rows}
 
 
@@ -92,15 +95,36 @@ def heartbeat(state: UnitState, hb: Heartbeat, received_ms: int) -> list[Event]:
     if not state.online:  # alive after a presence timeout (or a missed birth)
         state.online = True
         v["online"], v["online_changed_at"], v["offline_reason"] = True, received_ms, None
-        out.append(("presence", {"device_id": state.id, "online": True, "reason": None, "last_seen": received_ms,
-                                 "software_version": state.software_version}))
-    out.append(("heartbeat", {"device_id": state.id, "seq": hb.seq, "uptime_s": hb.uptime_s,
-                              "last_seen": received_ms, "software_version": state.software_version}))
+        out.append(
+            (
+                "presence",
+                {
+                    "device_id": state.id,
+                    "online": True,
+                    "reason": None,
+                    "last_seen": received_ms,
+                    "software_version": state.software_version,
+                },
+            )
+        )
+    out.append(
+        (
+            "heartbeat",
+            {
+                "device_id": state.id,
+                "seq": hb.seq,
+                "uptime_s": hb.uptime_s,
+                "last_seen": received_ms,
+                "software_version": state.software_version,
+            },
+        )
+    )
     return out
 
 
-def metrics(state: UnitState, m: Metrics, received_ms: int, samples: list[dict[str, Any]],
-            clock: ClockWindow = CLOCK) -> list[Event]:
+def metrics(
+    state: UnitState, m: Metrics, received_ms: int, samples: list[dict[str, Any]], clock: ClockWindow = CLOCK
+) -> list[Event]:
     row = {c: getattr(m, c) for c in METRIC_COLUMNS}
     latest = {k: value for k, value in row.items() if value is not None}
     ts = clock.stamp(state, m.ts, received_ms)
@@ -108,8 +132,9 @@ def metrics(state: UnitState, m: Metrics, received_ms: int, samples: list[dict[s
     state.values["last_seen"] = received_ms
     state.values["last_metrics"] = latest
     state.values["failing"] = reports_failure(m.services) or reports_failure(m.extra)
-    samples.append({"device_id": state.id, "ts": ts, "received_at": received_ms, **row, "services": m.services,
-                    "extra": m.extra})
+    samples.append(
+        {"device_id": state.id, "ts": ts, "received_at": received_ms, **row, "services": m.services, "extra": m.extra}
+    )
     return [("metrics", {"device_id": state.id, **latest})]
 
 
@@ -125,8 +150,17 @@ def reports_failure(value: Any) -> bool:
     return False
 
 
-def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[str, str], dict[str, Any]],
-         clock: ClockWindow = CLOCK) -> list[Event]:
+LOG_COLUMNS = ("device_id", "rec_id", "ts", "received_at", "level", "level_no", "source", "msg")  # every log row's keys
+
+
+def logs(
+    state: UnitState,
+    batch: LogBatch,
+    received_ms: int,
+    rows: dict[tuple[str, str], dict[str, Any]],
+    clock: ClockWindow = CLOCK,
+    restamped: set[tuple[str, str]] | None = None,
+) -> list[Event]:
     state.values["last_seen"] = received_ms
     state.dropped += batch.dropped
     if batch.dropped_total is not None:  # a resent batch repeats its total: a maximum never counts it twice
@@ -137,11 +171,22 @@ def logs(state: UnitState, batch: LogBatch, received_ms: int, rows: dict[tuple[s
         if key in rows:
             continue
         ts = clock.stamp(state, r.ts, received_ms)
+        if ts != r.ts and restamped is not None:
+            restamped.add(key)
         state.log_rows += 1
-        rows[key] = {"device_id": state.id, "rec_id": r.id, "ts": ts, "received_at": received_ms, "level": r.level,
-                     "level_no": LEVEL_NUMBERS[r.level], "source": r.source, "msg": r.msg}
-        out.append(("log", {"device_id": state.id, "id": r.id, "ts": ts, "level": r.level, "source": r.source,
-                            "msg": r.msg}))
+        rows[key] = {
+            "device_id": state.id,
+            "rec_id": r.id,
+            "ts": ts,
+            "received_at": received_ms,
+            "level": r.level,
+            "level_no": LEVEL_NUMBERS[r.level],
+            "source": r.source,
+            "msg": r.msg,
+        }
+        out.append(
+            ("log", {"device_id": state.id, "id": r.id, "ts": ts, "level": r.level, "source": r.source, "msg": r.msg})
+        )
     return out
 
 
@@ -167,7 +212,7 @@ def write_updates(session: Session, states: dict[str, UnitState]) -> None:
 
 @lru_cache(maxsize=64)
 def _update_statement(columns: tuple[str, ...], dropped: bool, total: bool, counted: bool = False):
-    table = Device.__table__
+    table = table_of(Device)
     values: dict[str, Any] = {name: bindparam(f"b_{name}", type_=table.c[name].type) for name in columns}
     current = table.c.logs_dropped + bindparam("b_dropped") if dropped else table.c.logs_dropped
     if total:

@@ -62,8 +62,14 @@ class Service:
                 out.append(body)
         return out
 
-    def wait(self, device_id: str, kind: Kind, pred: Callable[[dict[str, Any]], bool] = lambda b: True,
-             timeout: float = 15.0, count: int = 1) -> list[dict[str, Any]]:
+    def wait(
+        self,
+        device_id: str,
+        kind: Kind,
+        pred: Callable[[dict[str, Any]], bool] = lambda b: True,
+        timeout: float = 15.0,
+        count: int = 1,
+    ) -> list[dict[str, Any]]:
         def found() -> list[dict[str, Any]] | None:
             hits = [b for b in self.of(device_id, kind) if pred(b)]
             return hits if len(hits) >= count else None
@@ -75,12 +81,20 @@ class Service:
 
     def wait_final(self, device_id: str, cmd_id: str, timeout: float = 20.0) -> dict[str, Any]:
         final = {"succeeded", "failed", "rejected", "expired"}
-        hits = self.wait(device_id, Kind.CMD_RESULT, lambda b: b.get("id") == cmd_id and b["status"] in final,
-                         timeout=timeout)
+        hits = self.wait(
+            device_id, Kind.CMD_RESULT, lambda b: b.get("id") == cmd_id and b["status"] in final, timeout=timeout
+        )
         return hits[0]
 
-    def command(self, device_id: str, name: str, args: dict | None = None, *, cmd_id: str | None = None,
-                expires_at: int | None = None) -> str:
+    def command(
+        self,
+        device_id: str,
+        name: str,
+        args: dict | None = None,
+        *,
+        cmd_id: str | None = None,
+        expires_at: int | None = None,
+    ) -> str:
         cmd_id = cmd_id or new_id()
         body = {"v": 1, "id": cmd_id, "name": name, "args": args or {}, "ts": now_ms(), "expires_at": expires_at}
         self.client.publish(topic(device_id, Kind.CMD), json.dumps(body), qos=1).wait_for_publish(5)

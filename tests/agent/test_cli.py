@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import shutil
 import signal
 import stat
@@ -20,8 +22,11 @@ from tests.support.services import mosquitto_passwd, require
 
 def need_visudo() -> None:
     """The installer checks every sudoers rule with visudo and refuses to install without it."""
-    require(bool(shutil.which("visudo") or Path("/usr/sbin/visudo").exists()),
-            "visudo is not installed (apt install sudo): the installer refuses to write a sudoers rule without it")
+    require(
+        bool(shutil.which("visudo") or Path("/usr/sbin/visudo").exists()),
+        "visudo is not installed (apt install sudo): the installer refuses to write a sudoers rule without it",
+    )
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +34,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def fleet(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env = {k: v for k, v in env.items() if not k.startswith("FLEET_")}
-    return subprocess.Popen([sys.executable, "-m", "fleet_cli.main", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fleet_cli.main", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -45,8 +57,19 @@ def _agent_process(broker, tmp_path: Path) -> subprocess.Popen:
     secret.write_text("s3cret-value\n")
     config = tmp_path / "agent.toml"
     config.write_text(f'device_id = "unit-7"\nstate_dir = "{tmp_path / "state"}"\nheartbeat_interval = 0.5\n')
-    return fleet("--log-level", "DEBUG", "agent", "--config", str(config), "--broker-url", broker.url,
-                 "--secret-file", str(secret), "--keepalive", "5")
+    return fleet(
+        "--log-level",
+        "DEBUG",
+        "agent",
+        "--config",
+        str(config),
+        "--broker-url",
+        broker.url,
+        "--secret-file",
+        str(secret),
+        "--keepalive",
+        "5",
+    )
 
 
 @pytest.mark.parametrize("sig, clean", [(signal.SIGTERM, True), (signal.SIGKILL, False)])
@@ -73,6 +96,39 @@ def test_the_agent_process_goes_offline_on_sigterm_and_by_will_on_sigkill(secure
         service.close()
 
 
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131, "armv7l": 268}
+
+
+def _signal_thread(pid: int, tid: int, sig: int) -> None:
+    """Deliver `sig` to one thread of another process (tgkill), as the kernel may pick any thread for kill()."""
+    number = _SYS_TGKILL.get(platform.machine())
+    require(number is not None, f"no tgkill syscall number known for {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(number, pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+def test_sigterm_stops_the_agent_whichever_thread_receives_it(secure_broker, tmp_path):
+    """kill(pid, SIGTERM) may land on any thread that does not block it (e.g. when the main thread has a signal
+    pending already); the agent must stop anyway, promptly."""
+    service = Service(secure_broker.port)
+    proc = _agent_process(secure_broker, tmp_path)
+    try:
+        service.wait("unit-7", Kind.STATE, lambda b: b["online"], timeout=20)
+        service.wait("unit-7", Kind.HEARTBEAT)
+        threads = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
+        assert threads, "the agent runs background threads"
+        _signal_thread(proc.pid, threads[-1], signal.SIGTERM)
+        assert proc.wait(10) == 0
+        service.wait("unit-7", Kind.STATE, lambda b: not b["online"] and b.get("ts") is not None)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        service.close()
+
+
 def test_bad_settings_exit_2_with_a_message(tmp_path):
     proc = fleet("agent", "--device-id", "Not Valid", "--secret", "hunter2")
     out, _ = proc.communicate(timeout=30)
@@ -81,10 +137,30 @@ def test_bad_settings_exit_2_with_a_message(tmp_path):
 
 def test_install_writes_config_secret_hardened_unit_and_a_narrow_sudoers_rule(tmp_path):
     need_visudo()
-    proc = fleet("agent", "install", "--root", str(tmp_path), "--device-id", "unit-7", "--secret", "s3cret-value",
-                 "--broker-url", "mqtts://fleet.example:8883", "--unit", "recorder.service", "--unit", "web.service",
-                 "--repo", "/opt/recorder", "--app-config-path", "/etc/recorder/config.json",
-                 "--heartbeat-interval", "20", "--exec", "/opt/fleet-agent/venv/bin/fleet agent")
+    proc = fleet(
+        "agent",
+        "install",
+        "--root",
+        str(tmp_path),
+        "--device-id",
+        "unit-7",
+        "--secret",
+        "s3cret-value",
+        "--broker-url",
+        "mqtts://fleet.example:8883",
+        "--unit",
+        "recorder.service",
+        "--unit",
+        "web.service",
+        "--repo",
+        "/opt/recorder",
+        "--app-config-path",
+        "/etc/recorder/config.json",
+        "--heartbeat-interval",
+        "20",
+        "--exec",
+        "/opt/fleet-agent/venv/bin/fleet agent",
+    )
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     etc = tmp_path / "etc"
@@ -97,18 +173,23 @@ def test_install_writes_config_secret_hardened_unit_and_a_narrow_sudoers_rule(tm
     assert settings.restart_command.startswith("sudo -n /") and settings.state_dir == Path("/var/lib/fleet-agent")
 
     unit = (etc / "systemd" / "system" / "fleet-agent.service").read_text()
-    for line in ("User=fleet-agent", "Restart=always", "ProtectSystem=strict", "PrivateTmp=yes",
-                 "ReadWritePaths=/var/lib/fleet-agent /opt/recorder /etc/recorder", "StateDirectory=fleet-agent",
-                 "LoadCredential=agent-secret:/etc/fleet-agent/secret",
-                 "ExecStart=/opt/fleet-agent/venv/bin/fleet agent --config /etc/fleet-agent/agent.toml"):
+    for line in (
+        "User=fleet-agent",
+        "Restart=always",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "ReadWritePaths=/var/lib/fleet-agent /opt/recorder /etc/recorder",
+        "StateDirectory=fleet-agent",
+        "LoadCredential=agent-secret:/etc/fleet-agent/secret",
+        "ExecStart=/opt/fleet-agent/venv/bin/fleet agent --config /etc/fleet-agent/agent.toml",
+    ):
         assert line in unit.splitlines(), line
 
     sudoers = etc / "sudoers.d" / "fleet-agent"
     assert stat.S_IMODE(sudoers.stat().st_mode) == 0o440
     rule = sudoers.read_text()
     systemctl = shutil.which("systemctl") or "/usr/bin/systemctl"
-    for command in (f"{systemctl} restart recorder.service", f"{systemctl} restart web.service",
-                    f"{systemctl} reboot"):
+    for command in (f"{systemctl} restart recorder.service", f"{systemctl} restart web.service", f"{systemctl} reboot"):
         assert command in rule
     assert "ALL=(root) NOPASSWD:" in rule and rule.count(systemctl) == 3
     if shutil.which("visudo"):
@@ -116,8 +197,20 @@ def test_install_writes_config_secret_hardened_unit_and_a_narrow_sudoers_rule(tm
 
 
 def test_install_with_polkit_keeps_no_new_privileges(tmp_path):
-    proc = fleet("agent", "install", "--root", str(tmp_path), "--device-id", "unit-7", "--secret", "x",
-                 "--unit", "recorder.service", "--privilege", "polkit")
+    proc = fleet(
+        "agent",
+        "install",
+        "--root",
+        str(tmp_path),
+        "--device-id",
+        "unit-7",
+        "--secret",
+        "x",
+        "--unit",
+        "recorder.service",
+        "--privilege",
+        "polkit",
+    )
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     unit = (tmp_path / "etc/systemd/system/fleet-agent.service").read_text().splitlines()
@@ -137,9 +230,24 @@ def test_install_refuses_without_a_secret(tmp_path):
 
 def test_install_lets_the_agent_write_its_turn_file(tmp_path):
     need_visudo()
-    proc = fleet("agent", "install", "--root", str(tmp_path), "--device-id", "unit-8", "--secret", "s3cret-value",
-                 "--broker-url", "mqtt://fleet.example:1883", "--api-url", "https://fleet.example",
-                 "--turn-file", "/run/recorder/turn.json", "--exec", "/usr/bin/fleet agent")
+    proc = fleet(
+        "agent",
+        "install",
+        "--root",
+        str(tmp_path),
+        "--device-id",
+        "unit-8",
+        "--secret",
+        "s3cret-value",
+        "--broker-url",
+        "mqtt://fleet.example:1883",
+        "--api-url",
+        "https://fleet.example",
+        "--turn-file",
+        "/run/recorder/turn.json",
+        "--exec",
+        "/usr/bin/fleet agent",
+    )
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     unit = (tmp_path / "etc" / "systemd" / "system" / "fleet-agent.service").read_text()

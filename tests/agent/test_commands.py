@@ -45,9 +45,14 @@ def test_restart_reports_accepted_running_succeeded_with_output(broker, service,
 
 
 def test_failing_restart_reports_exit_code_and_bad_args_are_rejected(broker, service, agents, tmp_path):
-    agents(fast_settings(tmp_path, broker.url, unit=["rec.service"],
-                         restart_command=script(tmp_path / "fail.py", "import sys\nprint('boom')\nsys.exit(3)\n")
-                         + " {unit}"))
+    agents(
+        fast_settings(
+            tmp_path,
+            broker.url,
+            unit=["rec.service"],
+            restart_command=script(tmp_path / "fail.py", "import sys\nprint('boom')\nsys.exit(3)\n") + " {unit}",
+        )
+    )
     service.wait("unit-1", Kind.STATE)
     cmd = service.command("unit-1", "restart")
     final = service.wait_final("unit-1", cmd)
@@ -115,8 +120,13 @@ def test_a_long_command_does_not_block_heartbeats_and_the_next_waits_its_turn(br
 
 def test_reboot_runs_the_configured_command(broker, service, agents, tmp_path):
     marker = tmp_path / "rebooted"
-    agents(fast_settings(tmp_path, broker.url,
-                         reboot_command=script(tmp_path / "reboot.py", f"open({str(marker)!r}, 'w').write('x')\n")))
+    agents(
+        fast_settings(
+            tmp_path,
+            broker.url,
+            reboot_command=script(tmp_path / "reboot.py", f"open({str(marker)!r}, 'w').write('x')\n"),
+        )
+    )
     service.wait("unit-1", Kind.STATE)
     assert service.wait_final("unit-1", service.command("unit-1", "reboot"))["status"] == "succeeded"
     assert marker.exists()

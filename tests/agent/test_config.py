@@ -12,11 +12,17 @@ def test_precedence_cli_over_env_over_file_over_defaults(tmp_path, monkeypatch):
     for name in ("FLEET_DEVICE_ID", "FLEET_UNIT", "FLEET_KEEPALIVE", "FLEET_METRICS_INTERVAL"):
         monkeypatch.delenv(name, raising=False)
     config = tmp_path / "agent.toml"
-    config.write_text('device-id = "from-file"\nunit = ["a.service"]\nkeepalive = 11\nmetrics_interval = 4\n'
-                      'heartbeat-interval = 9\n')
+    config.write_text(
+        'device-id = "from-file"\nunit = ["a.service"]\nkeepalive = 11\nmetrics_interval = 4\nheartbeat-interval = 9\n'
+    )
     s = load_settings(config)
     assert (s.device_id, s.unit, s.keepalive, s.metrics_interval, s.heartbeat_interval) == (
-        "from-file", ["a.service"], 11, 4.0, 9.0)
+        "from-file",
+        ["a.service"],
+        11,
+        4.0,
+        9.0,
+    )
     assert s.restart_command == "systemctl restart {unit}" and s.reconnect_max_delay == 60
 
     monkeypatch.setenv("FLEET_KEEPALIVE", "12")
@@ -35,15 +41,18 @@ def test_an_agent_table_is_accepted(tmp_path):
     assert (s.device_id, s.host, s.port, s.tls) == ("u2", "broker.example", 8884, True)
 
 
-@pytest.mark.parametrize("overrides, fragment", [
-    ({"device_id": "Bad Id"}, "device_id"),
-    ({"device_id": "u1", "broker_url": "http://x"}, "broker_url"),
-    ({"device_id": "u1", "broker_url": "mqtt://u:pw@host"}, "password"),
-    ({"device_id": "u1", "restart_command": "systemctl restart"}, "{unit}"),
-    ({"device_id": "u1", "reboot_command": "'unbalanced"}, "cannot split"),
-    ({"device_id": "u1", "heartbeat_interval": 0}, "heartbeat_interval"),
-    ({"device_id": "u1", "no_such_option": 1}, "no_such_option"),
-])
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"device_id": "Bad Id"}, "device_id"),
+        ({"device_id": "u1", "broker_url": "http://x"}, "broker_url"),
+        ({"device_id": "u1", "broker_url": "mqtt://u:pw@host"}, "password"),
+        ({"device_id": "u1", "restart_command": "systemctl restart"}, "{unit}"),
+        ({"device_id": "u1", "reboot_command": "'unbalanced"}, "cannot split"),
+        ({"device_id": "u1", "heartbeat_interval": 0}, "heartbeat_interval"),
+        ({"device_id": "u1", "no_such_option": 1}, "no_such_option"),
+    ],
+)
 def test_invalid_settings_say_what_is_wrong(overrides, fragment):
     with pytest.raises(ConfigError, match="invalid agent settings") as err:
         load_settings(None, **overrides)

@@ -25,7 +25,11 @@ def setup(tmp_path, broker):
     restarts = tmp_path / "restarts.log"
     app = tmp_path / "etc" / "recorder.json"
     settings = fast_settings(
-        tmp_path, broker.url, unit=["rec.service", "web.service"], config_unit=["rec.service"], app_config_path=app,
+        tmp_path,
+        broker.url,
+        unit=["rec.service", "web.service"],
+        config_unit=["rec.service"],
+        app_config_path=app,
         restart_command=script(tmp_path / "restart.py", RESTART) + f" {restarts} {{unit}}",
     )
     return settings, app, restarts
@@ -46,8 +50,9 @@ def test_desired_config_is_written_atomically_restarts_dependents_and_is_reporte
     # The report is retained for a service that subscribes later.
     late = Service(broker.port)
     try:
-        retained = wait_for(lambda: [m for m in late.messages if m[0] == "fleet/unit-1/config/reported"],
-                            what="retained report")
+        retained = wait_for(
+            lambda: [m for m in late.messages if m[0] == "fleet/unit-1/config/reported"], what="retained report"
+        )
         assert retained[0][2] is True and retained[0][1]["version"] == 3
     finally:
         late.close()
@@ -128,13 +133,16 @@ def test_the_app_config_is_created_with_the_units_umask_not_0644(broker, service
     assert os.stat(app).st_mode & 0o777 == 0o640
 
 
-@pytest.mark.parametrize("mask, existing, expected", [
-    (0o027, None, 0o640),   # new file: 0666 less the umask
-    (0o077, None, 0o600),
-    (0o027, 0o644, 0o640),  # a file an earlier version left world-readable is narrowed by the umask...
-    (0o022, 0o600, 0o600),  # ...and one the operator made narrower is never widened
-    (0o022, 0o664, 0o644),
-])
+@pytest.mark.parametrize(
+    "mask, existing, expected",
+    [
+        (0o027, None, 0o640),  # new file: 0666 less the umask
+        (0o077, None, 0o600),
+        (0o027, 0o644, 0o640),  # a file an earlier version left world-readable is narrowed by the umask...
+        (0o022, 0o600, 0o600),  # ...and one the operator made narrower is never widened
+        (0o022, 0o664, 0o644),
+    ],
+)
 def test_write_atomic_without_a_mode_follows_the_umask(tmp_path, umask, mask, existing, expected):
     target = tmp_path / "app.json"
     if existing is not None:

@@ -79,8 +79,9 @@ def test_bad_credentials_stop_the_retry_storm(mosquitto_factory, tmp_path):
     pw = tmp_path / "passwd"
     mosquitto_passwd(pw, {"unit-1": "right"})
     broker = mosquitto_factory(f"allow_anonymous false\npassword_file {pw}\n")
-    settings = fast_settings(tmp_path, broker.url, secret="wrong", reconnect_min_delay=0.05,
-                             reconnect_max_delay=0.1, auth_retry_delay=30)
+    settings = fast_settings(
+        tmp_path, broker.url, secret="wrong", reconnect_min_delay=0.05, reconnect_max_delay=0.1, auth_retry_delay=30
+    )
     attempts = []
     conn = Connection(settings, Hooks(birth=lambda s: encode(Birth(ts=1, session=s))), [])
     original = conn._client.connect

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent import install as installer
+from agent import privileged
 from agent.cli import add_agent_options
 from agent.config import load_settings, split_command
 from agent.errors import ConfigError
@@ -39,7 +40,8 @@ def image(tmp_path: Path, *, uid: int = AGENT_UID, gid: int = AGENT_UID, groups:
     root = tmp_path / "image"
     (root / "etc").mkdir(parents=True)
     (root / "etc/passwd").write_text(
-        f"root:x:0:0:root:/root:/bin/sh\nfleet-agent:x:{uid}:{gid}::/var/lib/fleet-agent:/usr/sbin/nologin\n")
+        f"root:x:0:0:root:/root:/bin/sh\nfleet-agent:x:{uid}:{gid}::/var/lib/fleet-agent:/usr/sbin/nologin\n"
+    )
     (root / "etc/group").write_text(f"root:x:0:\nfleet-agent:x:{AGENT_UID}:\n{groups}")
     return root
 
@@ -55,10 +57,16 @@ def program(root: Path, path: str, body: str = "#!/bin/sh\nexit 0\n", dir_mode: 
 
 
 def run(root: Path, privilege: str = "sudo", user: str = "fleet-agent", **options) -> list[Path]:
-    values = {"device_id": "unit-7", "secret": "s3cret-value", "unit": ["recorder.service", "web.service"],
-              "repo": "/opt/recorder", **options}
-    return installer.install(values, root=root, user=user, exec_path="/usr/bin/fleet agent", privilege=privilege,
-                             start=False)
+    values = {
+        "device_id": "unit-7",
+        "secret": "s3cret-value",
+        "unit": ["recorder.service", "web.service"],
+        "repo": "/opt/recorder",
+        **options,
+    }
+    return installer.install(
+        values, root=root, user=user, exec_path="/usr/bin/fleet agent", privilege=privilege, start=False
+    )
 
 
 def installed(root: Path) -> list[str]:
@@ -103,8 +111,7 @@ def run_through_sudo(config: Path) -> set[tuple[str, ...]]:
         line = getattr(settings, option)
         if not line:
             continue
-        for argv in ([split_command(line, unit=u) for u in settings.unit] if "{unit}" in line
-                     else [split_command(line)]):
+        for argv in [split_command(line, unit=u) for u in settings.unit] if "{unit}" in line else [split_command(line)]:
             if argv[0] == "sudo":
                 assert argv[1] == "-n", argv  # never waits for a password
                 out.add(tuple(argv[2:]))
@@ -116,18 +123,26 @@ def test_the_rule_grants_exactly_the_commands_the_agent_runs_through_sudo(tmp_pa
     root = image(tmp_path)
     rebuild = "/usr/local/sbin/rebuild-recorder"
     program(root, rebuild)
-    written = run(root, restart_command="sudo -n systemctl restart {unit}", post_update_command=f"sudo -n {rebuild}",
-                  app_config_path="/etc/recorder/config.json")
+    written = run(
+        root,
+        restart_command="sudo -n systemctl restart {unit}",
+        post_update_command=f"sudo -n {rebuild}",
+        app_config_path="/etc/recorder/config.json",
+    )
     rule = root / "etc/sudoers.d/fleet-agent"
     assert rule in written and stat.S_IMODE(rule.stat().st_mode) == 0o440
     assert sorted(p.name for p in rule.parent.iterdir()) == ["fleet-agent"]  # no temp file left beside it
 
     runs = run_through_sudo(root / "etc/fleet-agent/agent.toml")
-    assert runs == {(SYSTEMCTL, "restart", "recorder.service"), (SYSTEMCTL, "restart", "web.service"),
-                    (SYSTEMCTL, "reboot"), (rebuild,)}
+    assert runs == {
+        (SYSTEMCTL, "restart", "recorder.service"),
+        (SYSTEMCTL, "restart", "web.service"),
+        (SYSTEMCTL, "reboot"),
+        (rebuild,),
+    }
     assert granted(rule.read_text()) == runs  # the agent's `systemctl is-active` check runs without sudo
     assert "ALL=(root) NOPASSWD:" in rule.read_text()
-    assert subprocess.run([installer.find_visudo(), "-c", "-f", str(rule)], capture_output=True).returncode == 0
+    assert subprocess.run([privileged.find_visudo(), "-c", "-f", str(rule)], capture_output=True).returncode == 0
     unit = (root / "etc/systemd/system/fleet-agent.service").read_text().splitlines()
     assert "NoNewPrivileges=no" in unit
 
@@ -230,12 +245,28 @@ def _interpreter_of_a_script_in_the_checkout(root: Path) -> dict:
     return {"restart_command": "sudo -n /usr/local/sbin/restart-recorder {unit}"}
 
 
-@pytest.mark.parametrize("setup", [
-    _group_member, _primary_group, _unit_supplementary_group, _owned_by_the_agent, _writable_by_everyone,
-    _in_the_checkout, _in_the_checkout_not_there_yet, _in_the_app_config_directory, _link_into_the_checkout,
-    _directory_link_into_the_checkout, _script_argument_in_the_checkout, _interpreter_script_by_relative_name,
-    _relative_program, _shell_with_inline_code, _python_module, _interpreter_of_a_script_in_the_checkout,
-], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "setup",
+    [
+        _group_member,
+        _primary_group,
+        _unit_supplementary_group,
+        _owned_by_the_agent,
+        _writable_by_everyone,
+        _in_the_checkout,
+        _in_the_checkout_not_there_yet,
+        _in_the_app_config_directory,
+        _link_into_the_checkout,
+        _directory_link_into_the_checkout,
+        _script_argument_in_the_checkout,
+        _interpreter_script_by_relative_name,
+        _relative_program,
+        _shell_with_inline_code,
+        _python_module,
+        _interpreter_of_a_script_in_the_checkout,
+    ],
+    ids=lambda f: f.__name__.strip("_"),
+)
 def test_a_privileged_command_the_agent_user_could_change_is_refused_and_nothing_is_written(tmp_path, setup):
     root = image(tmp_path)
     options = setup(root)
@@ -257,16 +288,19 @@ def test_a_root_owned_program_outside_what_the_agent_may_write_is_granted(tmp_pa
     assert ("/usr/local/sbin/restart-recorder", "web.service") in granted(rule)
 
 
-@pytest.mark.parametrize("options", [
-    {"reboot_command": "sudo -n /sbin/shutdown -r 'now\nfleet-agent ALL=(ALL) NOPASSWD: ALL'"},
-    {"reboot_command": "sudo -n /sbin/shutdown -r '*'"},
-    {"reboot_command": "sudo -n /sbin/shutdown -r '^.*$'"},
-    {"reboot_command": "sudo -n /sbin/shutdown -r ''"},
-    {"reboot_command": "sudo -n /sbin/shutdown -r 'now!'"},
-    {"reboot_command": "sudo -u recorder /sbin/reboot"},
-    {"reboot_command": "sudo -E /sbin/reboot"},
-    {"journal_command": "sudo -n journalctl -f -o json"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"reboot_command": "sudo -n /sbin/shutdown -r 'now\nfleet-agent ALL=(ALL) NOPASSWD: ALL'"},
+        {"reboot_command": "sudo -n /sbin/shutdown -r '*'"},
+        {"reboot_command": "sudo -n /sbin/shutdown -r '^.*$'"},
+        {"reboot_command": "sudo -n /sbin/shutdown -r ''"},
+        {"reboot_command": "sudo -n /sbin/shutdown -r 'now!'"},
+        {"reboot_command": "sudo -u recorder /sbin/reboot"},
+        {"reboot_command": "sudo -E /sbin/reboot"},
+        {"journal_command": "sudo -n journalctl -f -o json"},
+    ],
+)
 def test_what_a_sudoers_rule_cannot_grant_exactly_is_refused(tmp_path, options):
     root = image(tmp_path)
     with pytest.raises(ConfigError) as refused:
@@ -299,8 +333,9 @@ def test_polkit_mode_refuses_commands_through_sudo(tmp_path):
 @needs_visudo
 def test_a_rule_visudo_rejects_is_never_installed(tmp_path, monkeypatch):
     root = image(tmp_path)
-    monkeypatch.setattr(installer, "render_sudoers",
-                        lambda settings, user: f"{user} ALL=(root) NOPASSWD {SYSTEMCTL} reboot\n")  # no colon
+    monkeypatch.setattr(
+        installer, "render_sudoers", lambda settings, user: f"{user} ALL=(root) NOPASSWD {SYSTEMCTL} reboot\n"
+    )  # no colon
     with pytest.raises(ConfigError, match="visudo") as refused:
         run(root)
     assert "syntax error" in str(refused.value)
@@ -309,31 +344,50 @@ def test_a_rule_visudo_rejects_is_never_installed(tmp_path, monkeypatch):
 
 @needs_visudo
 def test_check_sudoers_runs_the_real_visudo(tmp_path):
-    visudo = installer.find_visudo()
-    installer.check_sudoers(visudo, f"fleet-agent ALL=(root) NOPASSWD: {SYSTEMCTL} reboot\n")
+    visudo = privileged.find_visudo()
+    privileged.check_sudoers(visudo, f"fleet-agent ALL=(root) NOPASSWD: {SYSTEMCTL} reboot\n")
     with pytest.raises(ConfigError, match="visudo"):
-        installer.check_sudoers(visudo, "fleet-agent ALL=(root) NOPASSWD: reboot\n")  # not a full path
+        privileged.check_sudoers(visudo, "fleet-agent ALL=(root) NOPASSWD: reboot\n")  # not a full path
 
 
 def _install_args(root: Path, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_agent_options(parser)
     installer.add_install_options(parser)
-    return parser.parse_args(["--root", str(root), "--device-id", "unit-7", "--secret", "s3cret-value",
-                              "--unit", "recorder.service", "--no-start", *extra])
+    return parser.parse_args(
+        [
+            "--root",
+            str(root),
+            "--device-id",
+            "unit-7",
+            "--secret",
+            "s3cret-value",
+            "--unit",
+            "recorder.service",
+            "--no-start",
+            *extra,
+        ]
+    )
 
 
-@pytest.mark.parametrize("privilege, extra, refused", [
-    ("sudo", [], True),
-    ("polkit", [], False),
-    ("sudo", ["--restart-command", "/usr/bin/systemctl restart {unit}", "--reboot-command", "/usr/bin/true"], False),
-])
+@pytest.mark.parametrize(
+    "privilege, extra, refused",
+    [
+        ("sudo", [], True),
+        ("polkit", [], False),
+        (
+            "sudo",
+            ["--restart-command", "/usr/bin/systemctl restart {unit}", "--reboot-command", "/usr/bin/true"],
+            False,
+        ),
+    ],
+)
 def test_without_visudo_a_sudoers_rule_is_refused(tmp_path, monkeypatch, capsys, privilege, extra, refused):
     root = image(tmp_path)
     empty = tmp_path / "no-visudo-here"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    monkeypatch.setattr(installer, "VISUDO_DIRS", (), raising=False)
+    monkeypatch.setattr(privileged, "VISUDO_DIRS", (), raising=False)
     code = installer.run_install(_install_args(root, "--privilege", privilege, *extra))
     err = capsys.readouterr().err
     if refused:
@@ -348,10 +402,30 @@ def test_the_command_line_refuses_with_one_line_and_exit_1(tmp_path):
     root = image(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "agent", "install", "--root", str(root), "--device-id", "unit-7", "--secret", "x",
-         "--unit", "recorder.service", "--repo", "/opt/recorder", "--no-start",
-         "--restart-command", "sudo -n /opt/recorder/restart {unit}"],
-        cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "install",
+            "--root",
+            str(root),
+            "--device-id",
+            "unit-7",
+            "--secret",
+            "x",
+            "--unit",
+            "recorder.service",
+            "--repo",
+            "/opt/recorder",
+            "--no-start",
+            "--restart-command",
+            "sudo -n /opt/recorder/restart {unit}",
+        ],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "restart_command" in proc.stderr and "/opt/recorder" in proc.stderr and "Traceback" not in proc.stderr

@@ -31,8 +31,15 @@ time.sleep(60)  # -f: keep following until stopped
 
 
 def test_parse_journal_line_maps_priority_source_time_and_a_cursor_derived_id():
-    line = json.dumps({"__CURSOR": "c1", "__REALTIME_TIMESTAMP": "1700000000123456", "PRIORITY": "4",
-                       "SYSLOG_IDENTIFIER": "recorder", "MESSAGE": "disk slow"}).encode()
+    line = json.dumps(
+        {
+            "__CURSOR": "c1",
+            "__REALTIME_TIMESTAMP": "1700000000123456",
+            "PRIORITY": "4",
+            "SYSLOG_IDENTIFIER": "recorder",
+            "MESSAGE": "disk slow",
+        }
+    ).encode()
     rec, cursor = parse_journal_line(line)
     assert cursor == "c1" and rec["ts"] == 1700000000123 and rec["level"] == "warning"
     assert rec["source"] == "recorder" and rec["msg"] == "disk slow"
@@ -42,7 +49,8 @@ def test_parse_journal_line_maps_priority_source_time_and_a_cursor_derived_id():
 
 
 def test_journal_lines_from_the_follower_reach_the_broker_and_resume_after_the_cursor(
-        broker, service, agents, tmp_path):
+    broker, service, agents, tmp_path
+):
     argv_log = tmp_path / "argv.log"
     command = script(tmp_path / "journalctl.py", FAKE_JOURNALCTL) + f" {argv_log} 1"
     settings = fast_settings(tmp_path, broker.url, log_unit=["rec.service"], journal_command=command)
@@ -89,8 +97,11 @@ def _journald_running() -> bool:
 
 
 def test_real_journald_entries_arrive(tmp_path):
-    require(_journald_running(), "no journald daemon accepts entries here (systemd-cat failed); .ci/run starts "
-            "one; the follower is also covered by the fake-journalctl test")
+    require(
+        _journald_running(),
+        "no journald daemon accepts entries here (systemd-cat failed); .ci/run starts "
+        "one; the follower is also covered by the fake-journalctl test",
+    )
     store = Store(tmp_path / "state")
     outbox = Outbox(store, 1 << 20)
     pump = LogPump(outbox, 100, 0.1)
@@ -101,8 +112,9 @@ def test_real_journald_entries_arrive(tmp_path):
     try:
         time.sleep(1.0)
         subprocess.run(["systemd-cat", "-t", tag, "echo", "hello-from-test"], check=True, timeout=10)
-        found = wait_for(lambda: (p := outbox.next_logs(0, 100, 1 << 20)) and p.records, timeout=10,
-                         what="journal entry")
+        found = wait_for(
+            lambda: (p := outbox.next_logs(0, 100, 1 << 20)) and p.records, timeout=10, what="journal entry"
+        )
         assert found[0]["msg"] == "hello-from-test"
     finally:
         follower.stop()

@@ -13,8 +13,10 @@ from agent.metrics import Probe
 from protocol.topics import Kind
 from tests.agent.conftest import fast_settings, script
 
-STATE = "import sys\nprint({'rec.service': 'active', 'web.service': 'failed'}[sys.argv[1]])\n" \
-        "sys.exit(0 if sys.argv[1] == 'rec.service' else 3)\n"
+STATE = (
+    "import sys\nprint({'rec.service': 'active', 'web.service': 'failed'}[sys.argv[1]])\n"
+    "sys.exit(0 if sys.argv[1] == 'rec.service' else 3)\n"
+)
 
 
 def _probe(tmp_path, **kw) -> Probe:
@@ -22,8 +24,12 @@ def _probe(tmp_path, **kw) -> Probe:
 
 
 def test_a_sample_has_every_probe_and_unit_states(tmp_path):
-    probe = _probe(tmp_path, unit=["rec.service", "web.service"], disk_path=["/", str(tmp_path)],
-                   check_command=script(tmp_path / "state.py", STATE) + " {unit}")
+    probe = _probe(
+        tmp_path,
+        unit=["rec.service", "web.service"],
+        disk_path=["/", str(tmp_path)],
+        check_command=script(tmp_path / "state.py", STATE) + " {unit}",
+    )
     m = probe.sample()
     assert 0 <= m.mem_percent <= 100 and m.mem_used_bytes > 0 and 0 <= m.disk_percent <= 100
     assert m.disk_free_bytes > 0 and m.load1 is not None and m.net_rx_bytes is not None
@@ -34,7 +40,7 @@ def test_a_sample_has_every_probe_and_unit_states(tmp_path):
 
 
 def test_plugin_output_is_merged_and_a_slow_or_broken_plugin_is_cut_off(tmp_path):
-    good = _probe(tmp_path, plugin_command=script(tmp_path / "p.py", "print('{\"recording\": true, \"fps\": 29.97}')"))
+    good = _probe(tmp_path, plugin_command=script(tmp_path / "p.py", 'print(\'{"recording": true, "fps": 29.97}\')'))
     assert good.sample().extra["recording"] is True
     slow = _probe(tmp_path, plugin_timeout=0.3, plugin_command=f"{sys.executable} -c 'import time; time.sleep(30)'")
     started = time.monotonic()

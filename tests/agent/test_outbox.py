@@ -17,8 +17,9 @@ from tests.support.services import Mosquitto, free_port, have_mosquitto, require
 
 
 def records(n: int, start: int = 0, size: int = 10) -> list[dict]:
-    return [{"id": f"r{i}", "ts": 1, "level": "info", "source": "t", "msg": "x" * size}
-            for i in range(start, start + n)]
+    return [
+        {"id": f"r{i}", "ts": 1, "level": "info", "source": "t", "msg": "x" * size} for i in range(start, start + n)
+    ]
 
 
 def test_logs_come_back_in_order_and_go_only_when_acked(tmp_path):
@@ -61,7 +62,7 @@ def test_batches_respect_the_byte_limit(tmp_path):
 
 
 class PersistentService:
-    """A service client with a persistent session (clean_session off), as DESIGN.md prescribes."""
+    """A service client with a persistent session (clean_session off), as the fleet service has."""
 
     def __init__(self, port: int) -> None:
         self.logs: list[dict] = []
@@ -87,8 +88,11 @@ class PersistentService:
 
 
 def _broker(workdir: Path, port: int) -> Mosquitto:
-    return Mosquitto(workdir=workdir, port=port,
-                     extra_config=f"allow_anonymous true\npersistence true\npersistence_location {workdir}/\n").start()
+    return Mosquitto(
+        workdir=workdir,
+        port=port,
+        extra_config=f"allow_anonymous true\npersistence true\npersistence_location {workdir}/\n",
+    ).start()
 
 
 def test_logs_survive_an_agent_restart_while_the_broker_is_down(tmp_path):
@@ -105,8 +109,9 @@ def test_logs_survive_an_agent_restart_while_the_broker_is_down(tmp_path):
 
     log = tmp_path / "recorder.log"
     log.write_text("")
-    settings = fast_settings(tmp_path, f"mqtt://127.0.0.1:{port}", log_file=[str(log)],
-                             reconnect_min_delay=0.2, reconnect_max_delay=0.5)
+    settings = fast_settings(
+        tmp_path, f"mqtt://127.0.0.1:{port}", log_file=[str(log)], reconnect_min_delay=0.2, reconnect_max_delay=0.5
+    )
     agent = Agent(settings)
     agent.start()
     second = None

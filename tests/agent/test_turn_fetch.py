@@ -41,8 +41,14 @@ def _enroll(stack: StackThread, device_id: str = "rec-1") -> str:
 
 
 def _fetcher(stack_url: str, tmp_path, secret: str, device_id: str = "rec-1", **overrides) -> TurnFetcher:
-    values = dict(device_id=device_id, secret=secret, api_url=stack_url + "/", state_dir=tmp_path / "state",
-                  reconnect_min_delay=0.2, reconnect_max_delay=0.5)
+    values = dict(
+        device_id=device_id,
+        secret=secret,
+        api_url=stack_url + "/",
+        state_dir=tmp_path / "state",
+        reconnect_min_delay=0.2,
+        reconnect_max_delay=0.5,
+    )
     values.update(overrides)
     return TurnFetcher(load_settings(None, **values))
 
@@ -122,8 +128,15 @@ def test_an_unreachable_service_is_reported(tmp_path):
     assert "cannot reach the fleet service" in str(failed.value) and failed.value.status is None
 
 
-@pytest.mark.parametrize("url", ["ftp://fleet.example.com", "https://unit:secret@fleet.example.com",
-                                 "https://fleet.example.com/?x=1", "fleet.example.com"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://fleet.example.com",
+        "https://unit:secret@fleet.example.com",
+        "https://fleet.example.com/?x=1",
+        "fleet.example.com",
+    ],
+)
 def test_api_url_must_be_a_plain_http_base_url(url, tmp_path):
     with pytest.raises(ConfigError, match="api_url"):
         load_settings(None, device_id="rec-1", api_url=url, state_dir=tmp_path)

@@ -39,8 +39,20 @@ with open(sys.argv[1], "a") as fh:
 
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main",
-         *args], cwd=cwd, check=True, capture_output=True, text=True,
+        [
+            "git",
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.invalid",
+            "-c",
+            "init.defaultBranch=main",
+            *args,
+        ],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
 
 
@@ -161,8 +173,12 @@ def test_an_unknown_ref_fails_without_touching_anything(tmp_path, repos):
 
 
 def test_a_failing_hook_rolls_back(tmp_path, repos):
-    failing = script(tmp_path / "failing_hook.py", HOOK + "import sys\nsys.exit(0 if 'v1' in open('app.txt').read() "
-                                                          "else 4)\n") + f" {repos.hook_log}"
+    failing = (
+        script(
+            tmp_path / "failing_hook.py", HOOK + "import sys\nsys.exit(0 if 'v1' in open('app.txt').read() else 4)\n"
+        )
+        + f" {repos.hook_log}"
+    )
     with pytest.raises(UpdateError, match="post-update hook exited 4") as err:
         _updater(tmp_path, repos, post_update_command=failing).update("v2")
     assert err.value.rolled_back_to == repos.v1 and repos.head() == repos.v1
@@ -237,8 +253,9 @@ class Crashable:
         """Start an agent and wait for its birth (sent after it subscribed); `session` is that birth's."""
         seen = {b["session"] for b in self.service.of("unit-1", Kind.STATE)}
         proc = self.procs.start(self.port, "unit-1", "secret", *self.options, entry=PYTHON_M_AGENT)
-        birth = self.service.wait("unit-1", Kind.STATE, lambda b: b["online"] and b["session"] not in seen,
-                                  timeout=20)[0]
+        birth = self.service.wait("unit-1", Kind.STATE, lambda b: b["online"] and b["session"] not in seen, timeout=20)[
+            0
+        ]
         assert proc.poll() is None
         self.session = birth["session"]
         return proc
@@ -247,8 +264,13 @@ class Crashable:
         """Start an agent, update to v2, SIGKILL it while the hook or health check blocks; the command's id."""
         proc = self.start()
         cmd = self.service.command("unit-1", "update", {"ref": "v2"})
-        pid = int(wait_for(lambda: self.marker.exists() and self.marker.read_text().strip(), timeout=30,
-                           what=f"the {self.phase} blocking"))
+        pid = int(
+            wait_for(
+                lambda: self.marker.exists() and self.marker.read_text().strip(),
+                timeout=30,
+                what=f"the {self.phase} blocking",
+            )
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         _kill_group(pid)  # the hook or check too, as systemd does when the agent's unit dies
@@ -296,10 +318,32 @@ def crashable(request, broker, service, tmp_path, repos) -> Iterator[Crashable]:
         hanging.write_text(f"#!/bin/sh\necho $$ > {marker}\nexec sleep 60\n")
         hanging.chmod(0o755)
         git(repos.unit, "config", "remote.origin.uploadpack", str(hanging))
-    options = ["--repo", str(kw["repo"]), "--unit", "rec.service", "--check-command", kw["check_command"],
-               "--post-update-command", kw["post_update_command"], "--restart-command", kw["restart_command"],
-               "--health-timeout", "5", "--command-timeout", "120", "--metrics-interval", "3600",
-               "--heartbeat-interval", "1", "--keepalive", "5", "--relay-port", "0", "--reconnect-min-delay", "0.1"]
+    options = [
+        "--repo",
+        str(kw["repo"]),
+        "--unit",
+        "rec.service",
+        "--check-command",
+        kw["check_command"],
+        "--post-update-command",
+        kw["post_update_command"],
+        "--restart-command",
+        kw["restart_command"],
+        "--health-timeout",
+        "5",
+        "--command-timeout",
+        "120",
+        "--metrics-interval",
+        "3600",
+        "--heartbeat-interval",
+        "1",
+        "--keepalive",
+        "5",
+        "--relay-port",
+        "0",
+        "--reconnect-min-delay",
+        "0.1",
+    ]
     procs = AgentProcesses(tmp_path)
     yield Crashable(request.param, procs, broker.port, repos, options, marker, service)
     procs.stop_all()
@@ -324,8 +368,11 @@ def test_an_update_interrupted_by_a_crash_is_rolled_back_at_the_next_start(crash
     # The update's own restart had run before a kill in the health check, not before one in the hook.
     assert repos.restarts() == ["rec.service"] * (1 if crashable.phase == "hook" else 2)
     # The new process's birth says v1 again (it started on v2).
-    crashable.service.wait("unit-1", Kind.STATE, lambda b: b["session"] == crashable.session and b["online"]
-                           and b["software_version"] == repos.v1[:7])
+    crashable.service.wait(
+        "unit-1",
+        Kind.STATE,
+        lambda b: b["session"] == crashable.session and b["online"] and b["software_version"] == repos.v1[:7],
+    )
     crashable.barrier()
     assert crashable.finals(cmd) == [final]  # reported once: not also as a plain "interrupted"
 

@@ -1,4 +1,4 @@
-"""The topic ACL of DESIGN.md section 4 and who may connect, on a real broker."""
+"""The per-unit topic ACL (docs/protocol.md) and who may connect, on a real broker."""
 
 from __future__ import annotations
 
@@ -56,8 +56,15 @@ def test_a_unit_publishes_only_on_its_own_unit_side_topics(mqtt):
     service = mqtt.wire("svc")
     assert service.subscribe("fleet/#") == [1]
     unit = mqtt.wire("u1")
-    forbidden = ["fleet/u2/logs", "fleet/u2/state", "fleet/u1/cmd", "fleet/u1/config/desired", "fleet/u1/relay/down",
-                 "fleet/u1/unknown", "other/topic"]
+    forbidden = [
+        "fleet/u2/logs",
+        "fleet/u2/state",
+        "fleet/u1/cmd",
+        "fleet/u1/config/desired",
+        "fleet/u1/relay/down",
+        "fleet/u1/unknown",
+        "other/topic",
+    ]
     for topic in forbidden:
         unit.publish(topic, b"{}", qos=1)
     unit.publish("fleet/u1/logs", b"allowed", qos=1)  # after the others: it arrives last if they do at all

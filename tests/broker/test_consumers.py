@@ -46,8 +46,10 @@ def test_a_slow_consumer_gets_every_acknowledged_message_in_order_even_after_the
     unit.close()  # gone without DISCONNECT, most messages still waiting for the consumer
     wait_for(lambda: consumer.payloads("fleet/u1/state"), timeout=20, what="the Will consumed")
     assert consumer.payloads("fleet/u1/logs") == [str(n).encode() for n in range(300)]
-    assert consumer.got[-2:] == [("fleet/u1/heartbeat", b"hb", 0, False),
-                                 ("fleet/u1/state", b'{"v":1,"online":false}', 1, True)]  # the Will comes last
+    assert consumer.got[-2:] == [
+        ("fleet/u1/heartbeat", b"hb", 0, False),
+        ("fleet/u1/state", b'{"v":1,"online":false}', 1, True),
+    ]  # the Will comes last
     assert consumer.payloads("fleet/u2/logs") == []
 
 
@@ -84,7 +86,10 @@ def test_in_process_publish_reaches_subscribers_later_subscribers_when_retained_
     got = unit.next_message(3)
     assert got is not None and (got.topic, got.payload, got.retain) == ("fleet/u1/config/desired", b"v1", True)
     assert unit.messages(0.5) == []  # another unit's retained config stays with it
-    assert consumer.got == [("fleet/u1/cmd", b"run", 1, False), ("fleet/u1/config/desired", b"v1", 1, True),
-                            ("fleet/u2/config/desired", b"for u2", 1, True)]
+    assert consumer.got == [
+        ("fleet/u1/cmd", b"run", 1, False),
+        ("fleet/u1/config/desired", b"v1", 1, True),
+        ("fleet/u2/config/desired", b"for u2", 1, True),
+    ]
     with pytest.raises(ValueError):
         mqtt.call(mqtt.broker.publish("fleet/+/cmd", b"x"))

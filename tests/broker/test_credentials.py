@@ -22,8 +22,9 @@ def device_db(tmp_path, unit_hashes):
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE device (id VARCHAR(63) PRIMARY KEY, secret_hash VARCHAR(200) NOT NULL)"))
         for unit in ("u1", "u2"):
-            conn.execute(text("INSERT INTO device (id, secret_hash) VALUES (:id, :h)"),
-                         {"id": unit, "h": unit_hashes[unit]})
+            conn.execute(
+                text("INSERT INTO device (id, secret_hash) VALUES (:id, :h)"), {"id": unit, "h": unit_hashes[unit]}
+            )
     yield url, engine
     engine.dispose()
 

@@ -67,9 +67,26 @@ def test_tls_listener_serves_mqtts(start_broker, tmp_path):
     require(shutil.which("openssl") is not None, "openssl is needed to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     running = start_broker(mqtts_port=0, tls_certfile=str(cert), tls_keyfile=str(key))
     context = ssl.create_default_context(cafile=str(cert))
@@ -78,8 +95,11 @@ def test_tls_listener_serves_mqtts(start_broker, tmp_path):
     assert client.connect("svc", SERVICE_USERNAME, SERVICE_SECRET) == 0
     client.ping()
     with pytest.raises(BrokerError, match="invalid"):
-        running.call(EmbeddedBroker(load_settings(tls_certfile="/nonexistent", tls_keyfile="/nonexistent"),
-                                    StaticCredentialStore(None)).start())
+        running.call(
+            EmbeddedBroker(
+                load_settings(tls_certfile="/nonexistent", tls_keyfile="/nonexistent"), StaticCredentialStore(None)
+            ).start()
+        )
 
 
 def test_persistent_service_session_gets_what_was_queued_while_away(start_broker):
@@ -158,9 +178,23 @@ def test_cli_runs_the_broker_until_sigterm(tmp_path):
     )
     env = {**os.environ, "FLEET_SERVICE_SECRET": "cli-secret", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, "broker", "--mqtt-port", "0", "--host", "127.0.0.1",
-         "--database-url", f"sqlite:///{tmp_path / 'fleet.db'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-c",
+            script,
+            "broker",
+            "--mqtt-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--database-url",
+            f"sqlite:///{tmp_path / 'fleet.db'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         line = proc.stdout.readline()

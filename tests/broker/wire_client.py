@@ -22,7 +22,7 @@ class Received:
     packet_id: int | None = None
 
 
-class BrokerClosed(ConnectionError):
+class BrokerClosedError(ConnectionError):
     """The broker closed the connection."""
 
 
@@ -162,7 +162,7 @@ class WireClient:
         try:
             while (left := deadline - time.monotonic()) > 0:
                 self._handle(*self._read_packet(left))
-        except (BrokerClosed, ConnectionResetError):
+        except (BrokerClosedError, ConnectionResetError):
             return True
         except TimeoutError:
             return False
@@ -215,9 +215,9 @@ class WireClient:
             except TimeoutError:
                 raise
             except OSError as exc:
-                raise BrokerClosed(str(exc)) from exc
+                raise BrokerClosedError(str(exc)) from exc
             if not chunk:
-                raise BrokerClosed("connection closed by the broker")
+                raise BrokerClosedError("connection closed by the broker")
             self._buf += chunk
 
     def _parse(self) -> tuple[int, int, bytes] | None:

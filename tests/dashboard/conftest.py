@@ -1,6 +1,6 @@
 """Browser tests of the dashboard: a real `fleet up` process, simulated units over MQTT, headless Chromium.
 
-One `fleet up` with a few hundred simulated units (fleet_service.simulator, in this process on its own event
+One `fleet up` with a few hundred simulated units (simulator.fleet, in this process on its own event
 loop) serves the whole session; each test gets a fresh browser context and signs in as a real user.
 """
 
@@ -24,12 +24,20 @@ import pytest
 from tests.support.services import require, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ADMIN_TOKEN = "dashboard-test-admin-token-0123456789"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SIM_UNITS = 200
-USERS = {"operator": ("olga", "operator-pass-1"), "viewer": ("vera", "viewer-pass-1")}
+USERS = {"operator": ("olga", "operator-pass-1"), "viewer": ("vera", "viewer-pass-1"), "admin": ("ada", "admin-pass-1")}
 
 
 @dataclass
@@ -37,6 +45,7 @@ class FleetProcess:
     """`fleet up` as a user runs it, on free ports; `restart()` brings it back on the same ports and data."""
 
     workdir: Path
+    settings: dict[str, str] = field(default_factory=dict)  # FLEET_* variables for this process only
     http_port: int = 0
     mqtt_port: int = 0
     url: str = ""
@@ -47,10 +56,23 @@ class FleetProcess:
     def start(self) -> FleetProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
         env["FLEET_ADMIN_TOKEN"] = ADMIN_TOKEN
+        env.update(self.settings)
         self.starts += 1
         self._log = self.workdir / f"fleet-up-{self.starts}.log"
-        cmd = [sys.executable, "-m", "fleet_cli.main", "up", "--host", "127.0.0.1", "--http-port", str(self.http_port),
-               "--mqtt-port", str(self.mqtt_port), "--data-dir", str(self.workdir / "data")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fleet_cli.main",
+            "up",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(self.http_port),
+            "--mqtt-port",
+            str(self.mqtt_port),
+            "--data-dir",
+            str(self.workdir / "data"),
+        ]
         with open(self._log, "w") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         text = wait_for(self._banner, timeout=60, interval=0.1, what="the `fleet: ready` line of fleet up")
@@ -105,9 +127,9 @@ class LoopThread:
         self.loop.close()
 
 
-def start_fleet(workdir: Path) -> FleetProcess:
+def start_fleet(workdir: Path, settings: dict[str, str] | None = None) -> FleetProcess:
     workdir.mkdir(parents=True, exist_ok=True)
-    fleet = FleetProcess(workdir).start()
+    fleet = FleetProcess(workdir, settings or {}).start()
     with fleet.api() as api:
         for role, (name, password) in USERS.items():
             r = api.post("/api/users", json={"username": name, "password": password, "role": role})
@@ -158,13 +180,14 @@ class Sim:
 @pytest.fixture(scope="package")
 def sim(fleet, tmp_path_factory) -> Iterator[Sim]:
     """SIM_UNITS simulated units (ids sim-00001...), tag `simulated`, all online."""
-    from fleet_service.simulator import SimOptions, Simulation
-    from fleet_service.simulator_enroll import SecretCache, ensure_via_api, unit_ids
+    from simulator.enroll import SecretCache, ensure_via_api, unit_ids
+    from simulator.fleet import SimOptions, Simulation
 
     cache = SecretCache(tmp_path_factory.mktemp("sim") / "secrets.json", fleet.url)
     secrets = ensure_via_api(fleet.url, ADMIN_TOKEN, "sim", unit_ids("sim", SIM_UNITS), cache)
-    options = SimOptions(heartbeat_interval=10, metrics_interval=4, log_interval=20, command_seconds=0.3,
-                         reboot_seconds=1.0, seed=7)
+    options = SimOptions(
+        heartbeat_interval=10, metrics_interval=4, log_interval=20, command_seconds=0.3, reboot_seconds=1.0, seed=7
+    )
     loop = LoopThread()
 
     async def make() -> Simulation:
@@ -175,8 +198,12 @@ def sim(fleet, tmp_path_factory) -> Iterator[Sim]:
     simulation = loop.call(make())
     assert loop.call(simulation.wait_online(90), timeout=100) == SIM_UNITS
     with fleet.api() as api:
-        wait_for(lambda: api.get("/api/devices", params={"limit": 1}).json()["summary"]["online"] >= SIM_UNITS,
-                 timeout=60, interval=0.5, what="every simulated unit online in the API")
+        wait_for(
+            lambda: api.get("/api/devices", params={"limit": 1}).json()["summary"]["online"] >= SIM_UNITS,
+            timeout=60,
+            interval=0.5,
+            what="every simulated unit online in the API",
+        )
     yield Sim(simulation, loop)
     loop.call(simulation.stop(), timeout=60)
     loop.close()
@@ -202,6 +229,31 @@ def enroll(fleet) -> Callable[..., Enrolled]:
     return do
 
 
+SHELL_UNIT = "term-ui-1"
+
+
+@pytest.fixture(scope="package")
+def shell_unit(fleet, enroll, tmp_path_factory) -> Iterator[str]:
+    """A real agent process that allows remote shells (/bin/sh), enrolled in the fleet and online: its id."""
+    from tests.fleet_service.terminal.support import shell_options
+
+    procs = run_agent(fleet, enroll(SHELL_UNIT, ["terminal"]), tmp_path_factory.mktemp("agents"), *shell_options())
+    yield SHELL_UNIT
+    procs.stop_all()
+
+
+def run_agent(fleet: FleetProcess, unit: Enrolled, workdir: Path, *options: str):
+    """A real agent process for an enrolled unit, online before this returns; stop it with `.stop_all()`."""
+    from tests.support.agent_process import PYTHON_M_AGENT, AgentProcesses
+
+    procs = AgentProcesses(workdir)
+    common = ("--keepalive", "5", "--heartbeat-interval", "1", "--relay-port", "0")
+    procs.start(unit.port, unit.id, unit.secret, *common, *options, entry=PYTHON_M_AGENT)
+    with fleet.api() as api:
+        wait_online(api, unit.id, timeout=30)
+    return procs
+
+
 @pytest.fixture
 def open_page(browser, fleet):
     """`open_page(role)` -> a signed-in page in a fresh context; JavaScript errors on the page fail the test."""
@@ -210,9 +262,18 @@ def open_page(browser, fleet):
     contexts = []
     errors: list[str] = []
 
-    def do(role: str | None = "operator", width: int = 1400, height: int = 900, base: FleetProcess | None = None):
+    def do(
+        role: str | None = "operator",
+        width: int = 1400,
+        height: int = 900,
+        base: FleetProcess | None = None,
+        color_scheme: str = "light",
+        timezone_id: str | None = None,
+    ):
         target = base or fleet
-        context = browser.new_context(viewport={"width": width, "height": height})
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, color_scheme=color_scheme, timezone_id=timezone_id
+        )
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -241,9 +302,22 @@ def screenshot(page, name: str, full_page: bool = True) -> Path:
 
 
 def wait_online(api: httpx.Client, device_id: str, online: bool = True, timeout: float = 15) -> None:
-    wait_for(lambda: api.get(f"/api/devices/{device_id}").json()["online"] is online, timeout=timeout,
-             interval=0.1, what=f"{device_id} online={online} in the API")
+    wait_for(
+        lambda: api.get(f"/api/devices/{device_id}").json()["online"] is online,
+        timeout=timeout,
+        interval=0.1,
+        what=f"{device_id} online={online} in the API",
+    )
 
 
-__all__ = ["ADMIN_TOKEN", "FleetProcess", "SIM_UNITS", "USERS", "Sim", "screenshot", "start_fleet", "wait_online"]
-
+__all__ = [
+    "ADMIN_TOKEN",
+    "FleetProcess",
+    "SHELL_UNIT",
+    "SIM_UNITS",
+    "USERS",
+    "Sim",
+    "screenshot",
+    "start_fleet",
+    "wait_online",
+]

@@ -60,15 +60,22 @@ def test_viewer_sees_no_action_buttons(open_page, fleet, sim):
     expect(page.locator("#unit-title")).to_have_text("sim-00002")
     expect(page.locator("#config-editor")).to_have_attribute("readonly", "")
     expect(page.locator("#log-view")).to_be_visible()
-    for selector in ("#act-restart", "#act-update", "#act-reboot", "#act-turn", "#config-save", ".head-actions",
-                     "#cmd-history button"):
+    for selector in (
+        "#act-restart",
+        "#act-update",
+        "#act-reboot",
+        "#act-turn",
+        "#config-save",
+        ".head-actions",
+        "#cmd-history button",
+    ):
         expect(page.locator(selector)).to_have_count(0)
 
     page.click('nav a[data-nav="rollouts"]')
     expect(page.locator("#rollouts-title")).to_be_visible()
     expect(page.locator("#ro-create")).to_have_count(0)
     expect(page.locator(".rollouts")).to_contain_text("Your role may watch rollouts")
-    expect(page.locator('#rollouts-body button')).to_have_count(0)
+    expect(page.locator("#rollouts-body button")).to_have_count(0)
 
 
 def test_operator_sees_the_actions(open_page, fleet, sim):

@@ -97,9 +97,19 @@ def test_failing_service_and_last_seen_are_live(open_page, fleet, enroll):
         expect(target.locator(".col-software_version")).to_have_text("2.1.0")
         failing_before = total(page, "failing")
 
-        raw.publish(Kind.METRICS, {"v": 1, "ts": now_ms(), "cpu_percent": 97.0, "mem_percent": 40.0,
-                                   "disk_percent": 93.0, "temp_c": 88.0,
-                                   "services": {"recorder.service": "failed"}}, qos=0)
+        raw.publish(
+            Kind.METRICS,
+            {
+                "v": 1,
+                "ts": now_ms(),
+                "cpu_percent": 97.0,
+                "mem_percent": 40.0,
+                "disk_percent": 93.0,
+                "temp_c": 88.0,
+                "services": {"recorder.service": "failed"},
+            },
+            qos=0,
+        )
         expect(target.locator(".badge")).to_have_text("failing", timeout=5_000)
         expect(target.locator(".col-cpu")).to_contain_text("97 %")
         expect(target.locator(".col-cpu .gauge")).to_have_attribute("data-level", "crit")

@@ -1,4 +1,5 @@
-"""A lost event stream says so and comes back by itself: the service restarts under an open dashboard."""
+"""A lost event stream says so and comes back by itself: the service restarts under an open dashboard, which
+re-reads its view when the new process cannot replay what the stream missed."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def test_stream_reconnects_after_a_service_restart(open_page, tmp_path, chromium
         fleet.start()  # same ports, same data: the page's session is still valid
         expect(page.locator("#stream-state")).to_have_text("live", timeout=20_000)
         expect(page.locator("#stream-banner")).to_have_count(0)
+        # The restarted service lost its replay buffer and says so: the page re-read the units and tells why.
+        expect(page.locator(".toast", has_text="the server restarted")).to_have_count(1)
 
         unit = RawUnit(fleet.mqtt_port, "door-1", secret).connect()
         try:

@@ -65,7 +65,9 @@ def test_restart_click_reaches_succeeded_and_reboot_needs_the_unit_id(open_page,
     expect(page.locator(".chart-svg path.line").first).to_be_visible(timeout=15_000)  # metric charts drew data
     page.click('button[data-range="1h"]')
     expect(page.locator('button[data-range="1h"]')).to_have_attribute("aria-pressed", "true")
-    expect(page.locator(".metrics .hint")).to_contain_text("30 s each")
+    expect(page.locator(".metrics .hint")).to_contain_text("30 s each (raw samples)")
+    page.click('button[data-range="7d"]')  # a week: the hourly rollups, not a week of raw samples
+    expect(page.locator(".metrics .hint")).to_contain_text("3600 s each (hourly rollups)")
     screenshot(page, "unit")
 
 
@@ -81,8 +83,15 @@ def test_log_tail_shows_new_lines_with_pause_and_level_filter(open_page, fleet, 
         expect(view).to_contain_text("No log lines yet.")
 
         def log(level: str, msg: str) -> None:
-            raw.publish(Kind.LOGS, {"v": 1, "records": [{"id": uuid.uuid4().hex, "ts": now_ms(), "level": level,
-                                                          "source": "recorder", "msg": msg}]})
+            raw.publish(
+                Kind.LOGS,
+                {
+                    "v": 1,
+                    "records": [
+                        {"id": uuid.uuid4().hex, "ts": now_ms(), "level": level, "source": "recorder", "msg": msg}
+                    ],
+                },
+            )
 
         first = f"camera 1 started {uuid.uuid4().hex[:8]}"
         log("info", first)
@@ -118,6 +127,7 @@ def test_config_editor_rejects_invalid_json_and_saves_valid_config(open_page, fl
     editor = page.locator("#config-editor")
     save = page.locator("#config-save")
     expect(page.locator("#config-sync")).to_have_text("in sync")
+    page.click("#config-mode-json")  # the whole document as JSON (the form is the default view)
 
     editor.fill('{"video_bitrate_kbps": 4000,')
     expect(page.locator("#config-error")).to_contain_text("Not valid JSON")
@@ -172,8 +182,11 @@ def test_a_unit_over_its_ingest_budget_says_so(open_page, fleet, enroll):
             raw.publish(Kind.HEARTBEAT, hb, qos=0)
         with fleet.api() as api:
             wait_online(api, unit.id)
-            wait_for(lambda: api.get(f"/api/devices/{unit.id}").json()["ingest_throttled"] > 0, timeout=15,
-                     what="refusals recorded")
+            wait_for(
+                lambda: api.get(f"/api/devices/{unit.id}").json()["ingest_throttled"] > 0,
+                timeout=15,
+                what="refusals recorded",
+            )
         page = open_unit(open_page, unit.id)
         expect(page.locator("#unit-glance")).to_contain_text("messages over its ingest budget")
     finally:

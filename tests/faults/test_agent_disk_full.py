@@ -17,11 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent_process import AgentProcesses
-from tests.support.faults import FleetUpProcess, LineWriter, wait_online, wait_tallies
+from tests.support.faults import AGENT_OPTIONS, FleetUpProcess, LineWriter, wait_online, wait_tallies
 from tests.support.services import require, wait_for
-
-AGENT_OPTIONS = ("--ack-timeout", "2", "--log-batch-interval", "0.2", "--keepalive", "5", "--heartbeat-interval", "5",
-                 "--reconnect-min-delay", "0.2", "--reconnect-max-delay", "1", "--relay-port", "0")
 
 
 @pytest.fixture
@@ -75,8 +72,9 @@ def test_a_full_disk_holds_lines_back_and_loses_none(tmp_path, small_disk):
     state = small_disk / "state"
     try:
         secret = enroll(fleet, "unit-1")
-        agents.start(fleet.mqtt_port, "unit-1", secret, "--log-file", str(writer.path), "--state-dir", str(state),
-                     *AGENT_OPTIONS)
+        agents.start(
+            fleet.mqtt_port, "unit-1", secret, "--log-file", str(writer.path), "--state-dir", str(state), *AGENT_OPTIONS
+        )
         with fleet.client() as api:
             wait_online(api, ["unit-1"])
         writer.write_now(10)
@@ -105,20 +103,29 @@ def test_a_full_disk_with_the_service_away_drops_oldest_first_and_counts_exactly
     writer = LineWriter(tmp_path / "unit-1.lines", "unit-1", rate=0)
     state = small_disk / "state"
     try:
-        agents.start(fleet.mqtt_port, "unit-1", secret, "--log-file", str(writer.path), "--state-dir", str(state),
-                     *AGENT_OPTIONS)
+        agents.start(
+            fleet.mqtt_port, "unit-1", secret, "--log-file", str(writer.path), "--state-dir", str(state), *AGENT_OPTIONS
+        )
         wait_for(lambda: (state / "agent.db").exists(), what="the agent's outbox created")
         time.sleep(1)  # its follower has opened the file (it starts at the end of an existing one)
         fill(small_disk, leave=384 * 1024)
         for _ in range(10):
             writer.write_now(1000)  # ~40 KB each time; together several times what the disk can hold
-        wait_for(lambda: sum(outbox_state(state)) == writer.sent, timeout=60, interval=0.5,
-                 what="every line stored or counted as dropped")
+        wait_for(
+            lambda: sum(outbox_state(state)) == writer.sent,
+            timeout=60,
+            interval=0.5,
+            what="every line stored or counted as dropped",
+        )
         waiting, dropped = outbox_state(state)
         assert dropped > 0 and waiting > 0
         fleet.start()
-        tallies = wait_tallies(fleet.database_url, {"unit-1": writer.sent}, timeout=60,
-                               settled=lambda t: t.stored + t.reported_dropped >= t.sent)
+        tallies = wait_tallies(
+            fleet.database_url,
+            {"unit-1": writer.sent},
+            timeout=60,
+            settled=lambda t: t.stored + t.reported_dropped >= t.sent,
+        )
     finally:
         agents.stop_all()
         fleet.stop()

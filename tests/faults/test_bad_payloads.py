@@ -42,16 +42,20 @@ def test_a_flood_of_bad_payloads_costs_exactly_itself(fleet):
     good.birth()
     bad.birth()
     registry = fleet.stack.ctx.registry
-    before = {reason: registry.value("fleet_ingest_dropped_total", reason=reason)
-              for reason in ("malformed", "unit_budget")}
+    before = {
+        reason: registry.value("fleet_ingest_dropped_total", reason=reason) for reason in ("malformed", "unit_budget")
+    }
 
     payloads = poison()
     bad_sent, pending = 0, []
     for n in range(GOOD_BATCHES):  # interleaved, so good and bad land in the same ingest batches
-        records = [{"id": f"g{n}-{i}", "ts": now_ms(), "level": "info", "msg": f"good {n}-{i}"}
-                   for i in range(RECORDS_PER_BATCH)]
-        pending.append(good.client.publish(topic("good-unit", Kind.LOGS), json.dumps({"v": 1, "records": records}),
-                                           qos=1))
+        records = [
+            {"id": f"g{n}-{i}", "ts": now_ms(), "level": "info", "msg": f"good {n}-{i}"}
+            for i in range(RECORDS_PER_BATCH)
+        ]
+        pending.append(
+            good.client.publish(topic("good-unit", Kind.LOGS), json.dumps({"v": 1, "records": records}), qos=1)
+        )
         for _ in range(10):
             kind, data = payloads[bad_sent % len(payloads)]
             pending.append(bad.client.publish(topic("bad-unit", kind), data, qos=1))
@@ -69,8 +73,11 @@ def test_a_flood_of_bad_payloads_costs_exactly_itself(fleet):
         return registry.value("fleet_ingest_dropped_total", reason=reason) - before[reason]
 
     # The flood also runs past the bad unit's ingest budget: what is over it is refused before decoding.
-    wait_for(lambda: stored() >= expected and dropped() + dropped("unit_budget") >= bad_sent, timeout=60,
-             what=f"{expected} good records stored and {bad_sent} bad ones counted")
+    wait_for(
+        lambda: stored() >= expected and dropped() + dropped("unit_budget") >= bad_sent,
+        timeout=60,
+        what=f"{expected} good records stored and {bad_sent} bad ones counted",
+    )
     fleet.stack.drain()
     assert stored() == expected  # none lost, none doubled
     assert dropped() + dropped("unit_budget") == bad_sent  # every bad message counted once, under its reason

@@ -18,9 +18,24 @@ def _start(data_dir, extra_env=None) -> tuple[subprocess.Popen, list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     env.update(extra_env or {})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet_cli.main", "up", "--http-port", "0", "--mqtt-port", "0", "--host", "127.0.0.1",
-         "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "fleet_cli.main",
+            "up",
+            "--http-port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     lines: list[str] = []
     deadline = time.monotonic() + 60

@@ -252,7 +252,7 @@ def test_a_genuine_bug_keeps_its_traceback(monkeypatch):
     def broken(args):
         raise RuntimeError("a bug, not a start-up problem")
 
-    from fleet_service import cli as service_cli
+    from fleet_service.cli import serve as service_cli
 
     monkeypatch.setattr(service_cli, "_up", broken)
     with pytest.raises(RuntimeError, match="a bug"):

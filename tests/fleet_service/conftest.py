@@ -1,6 +1,7 @@
 """A running fleet (service + broker + database) in each supported combination.
 
-With Mosquitto the service manages the broker's password and ACL files itself (as in compose.yaml): an
+With Mosquitto the service manages the broker's password and ACL files itself (the file mode; compose.yaml
+uses the plugin mode, tested in tests/fleet_service/mosquitto/test_plugin_*.py): an
 enrollment through the API is all a unit needs before it connects.
 """
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from fleet_service.db import make_engine, migrate
+from fleet_service.db.engine import make_engine, migrate
 from tests.support.managed_mosquitto import ManagedMosquitto, accepts, settings_overrides, start_managed_mosquitto
 from tests.support.services import wait_for
 from tests.support.stack import StackThread, settings_for
@@ -32,8 +33,11 @@ class Fleet:
         self.secrets[device_id] = secret
         if self.mosquitto is not None:
             # The service has rewritten the file and sent SIGHUP; Mosquitto reloads a moment later.
-            wait_for(lambda: accepts(self.mqtt_port, device_id, secret) == 0, timeout=5,
-                     what=f"Mosquitto accepting {device_id}")
+            wait_for(
+                lambda: accepts(self.mqtt_port, device_id, secret) == 0,
+                timeout=5,
+                what=f"Mosquitto accepting {device_id}",
+            )
         return secret
 
     def status(self, device_id: str) -> dict:
@@ -60,8 +64,7 @@ def fleet(request, tmp_path, mosquitto_factory):
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine(request, tmp_path):
     """A migrated database engine, on SQLite and on a fresh PostgreSQL database."""
-    url = f"sqlite:///{tmp_path / 'fleet.db'}" if request.param == "sqlite" else request.getfixturevalue(
-        "postgres_url")
+    url = f"sqlite:///{tmp_path / 'fleet.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     engine = make_engine(url)
     migrate(engine)
     yield engine

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from fleet_service.live.origins import decode
 from protocol.ids import now_ms
 from protocol.topics import Kind, topic
 from tests.support.unit import RawUnit
@@ -35,8 +36,9 @@ def silent(cmd: dict[str, Any]) -> list[tuple[str, int | None, str]]:
 class Responder:
     """A RawUnit subscribed to its `cmd` (and `config/desired`) topics; a thread answers commands by `policy`."""
 
-    def __init__(self, port: int, device_id: str, secret: str, policy: Policy = succeed, *,
-                 config: bool = False) -> None:
+    def __init__(
+        self, port: int, device_id: str, secret: str, policy: Policy = succeed, *, config: bool = False
+    ) -> None:
         self.unit = RawUnit(port, device_id, secret)
         self.device_id = device_id
         self.policy = policy
@@ -73,8 +75,10 @@ class Responder:
                 self.result(body["id"], status, code, output)
 
     def result(self, cmd_id: str, status: str, exit_code: int | None = None, output: str = "") -> None:
-        self.unit.publish(Kind.CMD_RESULT, {"v": 1, "id": cmd_id, "status": status, "exit_code": exit_code,
-                                            "output": output, "ts": now_ms()})
+        self.unit.publish(
+            Kind.CMD_RESULT,
+            {"v": 1, "id": cmd_id, "status": status, "exit_code": exit_code, "output": output, "ts": now_ms()},
+        )
 
     def command_ids(self) -> list[str]:
         return list(dict.fromkeys(c["id"] for c in self.commands))
@@ -84,8 +88,19 @@ class Responder:
         self._thread.join(5)
         try:
             self.unit.stop_clean()
-        except Exception:  # already disconnected: nothing left to clean up
+        except Exception:  # noqa: BLE001 (already disconnected: nothing left to clean up)
             pass
+
+
+def later(a: str, b: str) -> bool:
+    """SSE id `a` is a position past `b`: as far in every origin's sequence, further in at least one."""
+    pa, pb = decode(a), decode(b)
+    assert pa is not None and pb is not None, (a, b)
+    return pa != pb and all(pa.get(origin, 0) >= seq for origin, seq in pb.items())
+
+
+def increasing(ids: list[str]) -> bool:
+    return all(later(b, a) for a, b in zip(ids, ids[1:], strict=False))
 
 
 class SseReader:
@@ -98,6 +113,7 @@ class SseReader:
         self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(30, read=None))
         self._params = params or {}
         self.events: list[dict[str, Any]] = []
+        self.last_id: str | None = None  # as a browser keeps it: also from messages with an id and no data
         self.connected = threading.Event()
         self.status: int | None = None
         self._lock = threading.Lock()
@@ -122,10 +138,17 @@ class SseReader:
                 event: dict[str, Any] = {}
                 for line in response.iter_lines():
                     if line == "":
+                        if "id" in event:
+                            self.last_id = event["id"]
                         if "data" in event:
                             with self._lock:
-                                self.events.append({"id": event.get("id"), "event": event.get("event"),
-                                                    "data": json.loads(event["data"])})
+                                self.events.append(
+                                    {
+                                        "id": event.get("id"),
+                                        "event": event.get("event"),
+                                        "data": json.loads(event["data"]),
+                                    }
+                                )
                         event = {}
                     elif not line.startswith(":") and ":" in line:
                         key, _, value = line.partition(":")
@@ -139,8 +162,9 @@ class SseReader:
         with self._lock:
             return list(self.events)
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10,
-                 what: str = "event") -> dict[str, Any]:
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10, what: str = "event"
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for e in self.snapshot():

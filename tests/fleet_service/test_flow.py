@@ -12,8 +12,16 @@ from tests.support.unit import RawUnit
 
 
 def heartbeat(seq: int = 1) -> dict:
-    return {"v": 1, "ts": now_ms(), "seq": seq, "uptime_s": 12.5, "hostname": "r58", "ips": ["10.0.0.5"],
-            "software_version": "2.4.0", "agent_version": "t"}
+    return {
+        "v": 1,
+        "ts": now_ms(),
+        "seq": seq,
+        "uptime_s": 12.5,
+        "hostname": "r58",
+        "ips": ["10.0.0.5"],
+        "software_version": "2.4.0",
+        "agent_version": "t",
+    }
 
 
 def test_unit_appears_reports_and_goes_offline(fleet):
@@ -24,11 +32,28 @@ def test_unit_appears_reports_and_goes_offline(fleet):
     assert status["software_version"] == "2.4.0" and status["last_seen"].endswith("Z")
 
     unit.publish(Kind.HEARTBEAT, heartbeat(), qos=0)
-    unit.publish(Kind.METRICS, {"v": 1, "ts": now_ms(), "cpu_percent": 12.5, "mem_percent": 40.0,
-                                "services": {"recorder.service": "active"}, "fan_rpm": 1200}, qos=0)
-    unit.publish(Kind.LOGS, {"v": 1, "records": [
-        {"id": "a1", "ts": now_ms() - 1000, "level": "info", "source": "recorder", "msg": "started"},
-        {"id": "a2", "ts": now_ms(), "level": "error", "source": "recorder", "msg": "camera 2 lost"}]})
+    unit.publish(
+        Kind.METRICS,
+        {
+            "v": 1,
+            "ts": now_ms(),
+            "cpu_percent": 12.5,
+            "mem_percent": 40.0,
+            "services": {"recorder.service": "active"},
+            "fan_rpm": 1200,
+        },
+        qos=0,
+    )
+    unit.publish(
+        Kind.LOGS,
+        {
+            "v": 1,
+            "records": [
+                {"id": "a1", "ts": now_ms() - 1000, "level": "info", "source": "recorder", "msg": "started"},
+                {"id": "a2", "ts": now_ms(), "level": "error", "source": "recorder", "msg": "camera 2 lost"},
+            ],
+        },
+    )
     wait_for(lambda: len(fleet.api.get("/api/devices/venue-1/logs").json()["items"]) == 2, what="2 log lines")
     logs = fleet.api.get("/api/devices/venue-1/logs").json()["items"]
     assert [r["msg"] for r in logs] == ["camera 2 lost", "started"]  # newest first

@@ -1,4 +1,4 @@
-"""Issue 10: every decoder of what units publish (and the agent's three) under hypothesis.
+"""Every decoder of what units publish (and the agent's three) under hypothesis.
 
 The contract of `protocol.payloads.decode`: input of any shape is a payload or a ProtocolError, nothing else (no
 RecursionError, OverflowError, ValueError, UnicodeDecodeError ...); and whatever it accepts the service can store:
@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from fleet_service.db import make_engine, migrate
-from fleet_service.enrollment import enroll
+from fleet_service.db.engine import make_engine, migrate
+from fleet_service.devices.enrollment import enroll
+from fleet_service.devices.models import LogRecord as LogRow
 from fleet_service.ingest.badlog import BadMessageLog
 from fleet_service.ingest.persister import Inbound, Persister
-from fleet_service.models import LogRecord as LogRow
-from fleet_service.telemetry import Registry
+from fleet_service.prometheus import Registry
 from protocol.errors import ProtocolError
 from protocol.ids import now_ms
 from protocol.jsonload import INT_MAX, INT_MIN, MAX_DEPTH

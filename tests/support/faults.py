@@ -19,16 +19,35 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
-from fleet_service.db import make_engine
+from fleet_service.db.engine import make_engine
 from tests.support.services import free_port, wait_for
 from tests.support.stack import ADMIN_TOKEN
+
+# Agents in fault tests: quick acks, batches, keepalives and reconnects, so a fault shows within seconds.
+AGENT_OPTIONS = (
+    "--ack-timeout",
+    "2",
+    "--log-batch-interval",
+    "0.2",
+    "--keepalive",
+    "5",
+    "--heartbeat-interval",
+    "5",
+    "--reconnect-min-delay",
+    "0.2",
+    "--reconnect-max-delay",
+    "1",
+    "--relay-port",
+    "0",
+)
 
 
 class FleetUpProcess:
     """`fleet up` (embedded broker + service + SQLite) as a child process on fixed ports: kill it, start it again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.env = dict(env or {})  # FLEET_* settings for the child (the test's own environment's are dropped)
         self.data_dir = workdir / "data"
         self.http_port = free_port()
         self.mqtt_port = free_port()
@@ -46,8 +65,21 @@ class FleetUpProcess:
     def start(self, timeout: float = 60.0) -> FleetUpProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
         env["FLEET_ADMIN_TOKEN"] = ADMIN_TOKEN
-        cmd = [sys.executable, "-m", "fleet_cli.main", "up", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
-               "--http-port", str(self.http_port), "--mqtt-port", str(self.mqtt_port)]
+        env.update(self.env)
+        cmd = [
+            sys.executable,
+            "-m",
+            "fleet_cli.main",
+            "up",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(self.http_port),
+            "--mqtt-port",
+            str(self.mqtt_port),
+        ]
         self.workdir.mkdir(parents=True, exist_ok=True)
         with (self.workdir / f"fleet-up-{self.starts}.log").open("wb") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -140,8 +172,10 @@ class Tally:
         return self.sent - self.stored
 
     def line(self) -> str:
-        return (f"{self.unit}: sent {self.sent}, stored {self.stored}, lost {self.lost}, doubled {self.doubled}, "
-                f"reported dropped {self.reported_dropped}")
+        return (
+            f"{self.unit}: sent {self.sent}, stored {self.stored}, lost {self.lost}, doubled {self.doubled}, "
+            f"reported dropped {self.reported_dropped}"
+        )
 
 
 def tally(database_url: str, unit: str, sent: int) -> Tally:
@@ -149,8 +183,9 @@ def tally(database_url: str, unit: str, sent: int) -> Tally:
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT msg, COUNT(*) FROM log_record WHERE device_id = :d GROUP BY msg"),
-                                {"d": unit}).all()
+            rows = conn.execute(
+                text("SELECT msg, COUNT(*) FROM log_record WHERE device_id = :d GROUP BY msg"), {"d": unit}
+            ).all()
             dropped = conn.execute(text("SELECT logs_dropped FROM device WHERE id = :d"), {"d": unit}).scalar()
     finally:
         engine.dispose()
@@ -159,7 +194,7 @@ def tally(database_url: str, unit: str, sent: int) -> Tally:
     prefix = f"{unit} n="
     for msg, count in rows:
         if msg.startswith(prefix):
-            seen.add(int(msg[len(prefix):]))
+            seen.add(int(msg[len(prefix) :]))
             doubled += count - 1
     missing = [n for n in range(sent) if n not in seen]
     return Tally(unit, sent, len(seen & set(range(sent))), doubled, int(dropped or 0), missing)
@@ -176,12 +211,26 @@ def wait_tallies(database_url: str, sent: dict[str, int], timeout: float, settle
         time.sleep(0.5)
 
 
+def assert_nothing_lost(tallies: list[Tally], min_sent: int = 1) -> None:
+    """Print each unit's count and assert every unit sent at least `min_sent` lines, lost none, doubled none."""
+    for t in tallies:
+        print(t.line())
+    assert all(t.sent >= min_sent for t in tallies), [(t.unit, t.sent) for t in tallies]
+    assert [(t.unit, t.lost, t.doubled) for t in tallies] == [(t.unit, 0, 0) for t in tallies], [
+        (t.unit, t.missing[:10]) for t in tallies
+    ]
+
+
 def wait_online(api: httpx.Client, units: list[str], timeout: float = 60.0) -> None:
     """Wait until every unit is online: its agent has started and opened the files it follows (a file that
     exists when an agent starts is followed from its end, so lines written before that are not its to send)."""
     for unit in units:
-        wait_for(lambda u=unit: api.get(f"/api/devices/{u}/status").json().get("online"), timeout=timeout,
-                 interval=0.2, what=f"{unit} online")
+        wait_for(
+            lambda u=unit: api.get(f"/api/devices/{u}/status").json().get("online"),
+            timeout=timeout,
+            interval=0.2,
+            what=f"{unit} online",
+        )
 
 
 def kill_process(proc: subprocess.Popen, sig: int) -> None:
@@ -230,6 +279,9 @@ def set_database_connections(admin_dsn: str, database: str, allow: bool) -> int:
         conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
         if allow:
             return 0
-        row = conn.execute("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                           "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()
+        row = conn.execute(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchone()
         return int(row[0]) if row else 0

@@ -78,8 +78,7 @@ class Mosquitto:
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             "max_queued_messages 100000\n"
-            "max_inflight_messages 100\n"
-            + self.extra_config
+            "max_inflight_messages 100\n" + self.extra_config
         )
 
     def start(self, attempts: int = 3) -> Mosquitto:
@@ -149,7 +148,7 @@ def postgres_available() -> str | None:
         with psycopg.connect(PG_ADMIN_DSN, connect_timeout=3) as conn:
             conn.execute("select 1")
         return None
-    except Exception as exc:  # any failure means: no usable server here
+    except Exception as exc:  # noqa: BLE001 (any failure means: no usable server here)
         return f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}"
 
 

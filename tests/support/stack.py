@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from fleet_service.config import ServiceSettings
 from fleet_service.runtime import Running, start, stop
+from fleet_service.settings import ServiceSettings
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 
@@ -60,7 +60,14 @@ class StackThread:
 
 
 def settings_for(tmp_path, **overrides) -> ServiceSettings:
-    base = dict(data_dir=tmp_path / "data", host="127.0.0.1", http_port=0, mqtt_port=0, mqtt_host="127.0.0.1",
-                admin_token=ADMIN_TOKEN, presence_check_interval_s=0.5)
+    base = dict(
+        data_dir=tmp_path / "data",
+        host="127.0.0.1",
+        http_port=0,
+        mqtt_port=0,
+        mqtt_host="127.0.0.1",
+        admin_token=ADMIN_TOKEN,
+        presence_check_interval_s=0.5,
+    )
     base.update(overrides)
     return ServiceSettings(**base)

@@ -14,20 +14,36 @@ from protocol.topics import Kind, topic
 
 
 class RawUnit:
-    def __init__(self, port: int, device_id: str, secret: str | None, *, keepalive: int = 30,
-                 client_id: str | None = None, will: bool = True) -> None:
+    def __init__(
+        self,
+        port: int,
+        device_id: str,
+        secret: str | None,
+        *,
+        keepalive: int = 30,
+        client_id: str | None = None,
+        will: bool = True,
+    ) -> None:
         self.device_id = device_id
         self.session = new_id()
         self.received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connack: int | None = None
         self._connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or device_id,
-                                  clean_session=True, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or device_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
         if secret is not None:
             self.client.username_pw_set(device_id, secret)
         if will:
-            self.client.will_set(topic(device_id, Kind.STATE),
-                                 json.dumps({"v": 1, "online": False, "session": self.session}), qos=1, retain=True)
+            self.client.will_set(
+                topic(device_id, Kind.STATE),
+                json.dumps({"v": 1, "online": False, "session": self.session}),
+                qos=1,
+                retain=True,
+            )
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: self.received.put(m)
         self.port = port
@@ -57,9 +73,19 @@ class RawUnit:
         self.client.publish(name, data, qos=qos).wait_for_publish(10)
 
     def birth(self, software_version: str = "1.0.0") -> None:
-        self.publish(Kind.STATE, {"v": 1, "online": True, "ts": now_ms(), "session": self.session,
-                                  "agent_version": "test", "software_version": software_version,
-                                  "boot_id": "boot-1"}, retain=True)
+        self.publish(
+            Kind.STATE,
+            {
+                "v": 1,
+                "online": True,
+                "ts": now_ms(),
+                "session": self.session,
+                "agent_version": "test",
+                "software_version": software_version,
+                "boot_id": "boot-1",
+            },
+            retain=True,
+        )
 
     def subscribe(self, kind: Kind) -> None:
         self.client.subscribe(topic(self.device_id, kind), qos=1)

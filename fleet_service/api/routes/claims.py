@@ -6,17 +6,21 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from fleet_service.api.deps import Admin, Ctx, DeviceIdField, source_ip, throttled
-from fleet_service.api.routes.devices import _check_tags
-from fleet_service.claims import DEFAULT_TTL_S, MAX_TTL_S, ClaimRefused, create_claim_token, redeem
-from fleet_service.models import ClaimToken, claim_token_public, device_public
-from fleet_service.security import Identity
+from fleet_service.api.schemas.claims import ClaimTokenCreated, ClaimTokenPublic
+from fleet_service.api.schemas.common import Items
+from fleet_service.api.schemas.devices import DeviceEnrolled
+from fleet_service.auth.claims import DEFAULT_TTL_S, MAX_TTL_S, ClaimRefused, create_claim_token, redeem
+from fleet_service.auth.credentials import Identity
+from fleet_service.auth.models import ClaimToken, claim_token_public
+from fleet_service.devices.models import device_public
+from fleet_service.errors import NotFound
 from protocol.ids import now_ms
+from protocol.tags import check_tags
 
 router = APIRouter(tags=["enrollment"])
 log = logging.getLogger(__name__)
@@ -26,7 +30,10 @@ class ClaimTokenRequest(BaseModel):
     tags: list[str] = Field(default_factory=list)
     ttl_s: int = Field(default=DEFAULT_TTL_S, ge=60, le=MAX_TTL_S)
 
-    _tags = field_validator("tags")(classmethod(lambda cls, v: _check_tags(v)))
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, tags: list[str]) -> list[str]:
+        return check_tags(tags)
 
 
 class ClaimRequest(BaseModel):
@@ -35,22 +42,21 @@ class ClaimRequest(BaseModel):
     name: str | None = Field(default=None, max_length=200)
 
 
-
-@router.post("/api/devices/claim", status_code=201)
+@router.post("/api/devices/claim", status_code=201, response_model=DeviceEnrolled)
 async def claim(body: ClaimRequest, request: Request, ctx: Ctx) -> dict[str, Any]:
     """A unit enrolls itself with a one-time claim token -> 201 with its secret (shown this once)."""
     ip = source_ip(request)
     request.state.audit_target = body.id
     try:
-        device, secret, claim_id = await asyncio.to_thread(redeem, ctx.engine, body.token, body.id, body.name or "")
-    except ClaimRefused:
+        device, secret, claim_id = await asyncio.to_thread(
+            redeem, ctx.engine, body.token, body.id, body.name or "", ctx.plugin_auth
+        )
+    except ClaimRefused:  # a 401, counted against the caller's address
         wait = ctx.limits.per_source.failed(ip)
         if wait:
             raise throttled("too many failed claims from this address; try again later", wait) from None
         log.warning("refused claim for unit %s from %s: unknown, used or expired token", body.id, ip)
-        raise HTTPException(401, "the claim token is unknown, already used or expired") from None
-    except IntegrityError:
-        raise HTTPException(409, f"a unit with id {body.id!r} already exists") from None
+        raise
     request.state.identity = Identity("claim", claim_id, "unit")
     log.info("unit %s enrolled itself with claim token %s from %s", device.id, claim_id, ip)
     await ctx.on_credentials_changed(device.id)
@@ -58,15 +64,16 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx) -> dict[str, Any
     return {**device_public(device), "secret": secret}
 
 
-@router.post("/api/claim-tokens", status_code=201)
+@router.post("/api/claim-tokens", status_code=201, response_model=ClaimTokenCreated)
 async def new_claim_token(body: ClaimTokenRequest, ctx: Ctx, who: Admin) -> dict[str, Any]:
     row, plain = await asyncio.to_thread(create_claim_token, ctx.engine, body.tags, body.ttl_s, who.label)
     return {**claim_token_public(row, now_ms()), "token": plain}
 
 
-@router.get("/api/claim-tokens")
+@router.get("/api/claim-tokens", response_model=Items[ClaimTokenPublic])
 def list_claim_tokens(
-    ctx: Ctx, _: Admin,
+    ctx: Ctx,
+    _: Admin,
     state: Annotated[str | None, Query(pattern="^(open|used|expired)$")] = None,
 ) -> dict[str, Any]:
     now = now_ms()
@@ -81,7 +88,7 @@ def delete_claim_token(claim_id: str, ctx: Ctx, _: Admin) -> Response:
     with Session(ctx.engine) as s:
         row = s.get(ClaimToken, claim_id)
         if row is None:
-            raise HTTPException(404, f"no claim token with id {claim_id!r}")
+            raise NotFound(f"no claim token with id {claim_id!r}")
         s.delete(row)
         s.commit()
     return Response(status_code=204)

@@ -3,42 +3,58 @@
 from __future__ import annotations
 
 import asyncio
-import re
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import String, and_, case, cast, func, or_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from fleet_service.api.deps import Admin, Ctx, DeviceIdField, Operator, Viewer, load_device
 from fleet_service.api.params import Offset
-from fleet_service.enrollment import enroll, revoke, rotate_secret
-from fleet_service.models import Device, device_public, device_status
+from fleet_service.api.schemas.devices import DeviceEnrolled, DevicePage, DevicePublic, DeviceSecret, DeviceStatus
+from fleet_service.devices.enrollment import enroll, revoke, rotate_secret
+from fleet_service.devices.listing import FAILING, filter_conditions
+from fleet_service.devices.models import Device, device_public, device_status
+from fleet_service.devices.tags import set_tags
+from fleet_service.errors import NotFound
+from protocol.tags import check_tags
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$")
-# Failing: online, yet its latest metrics report a state "failed" (a systemd service, or a recorder state in extra);
-# ingest keeps `failing` from the metrics, so this reads two columns instead of matching every row's JSON.
-FAILING = and_(Device.online == True, Device.failing == True)  # noqa: E712
 # What a list item shows (device_public): the full row also holds the desired and reported config documents.
-LIST_COLUMNS = (Device.id, Device.name, Device.tags, Device.created_at, Device.online, Device.last_seen,
-                Device.online_changed_at, Device.offline_reason, Device.software_version, Device.agent_version,
-                Device.boot_id, Device.hostname, Device.ips, Device.uptime_s, Device.last_metrics,
-                Device.logs_dropped, Device.reported_version, Device.desired_version, Device.config_status,
-                Device.failing, Device.ingest_throttled)
-SORTS = {"id": Device.id, "name": Device.name, "last_seen": Device.last_seen, "status": Device.online,
-         "software_version": Device.software_version}
-
-
-def _check_tags(tags: list[str]) -> list[str]:
-    bad = [t for t in tags if not isinstance(t, str) or not TAG_RE.fullmatch(t)]
-    if bad:
-        raise ValueError(f"invalid tag(s) {bad!r}: letters, digits and _.:=- only, at most 64 characters")
-    if len(tags) > 32:
-        raise ValueError("at most 32 tags per unit")
-    return sorted(set(tags))
+LIST_COLUMNS = tuple(
+    col(c)
+    for c in (
+        Device.id,
+        Device.name,
+        Device.tags,
+        Device.created_at,
+        Device.online,
+        Device.last_seen,
+        Device.online_changed_at,
+        Device.offline_reason,
+        Device.software_version,
+        Device.agent_version,
+        Device.boot_id,
+        Device.hostname,
+        Device.ips,
+        Device.uptime_s,
+        Device.last_metrics,
+        Device.logs_dropped,
+        Device.reported_version,
+        Device.desired_version,
+        Device.config_status,
+        Device.failing,
+        Device.ingest_throttled,
+    )
+)
+SORTS = {
+    "id": Device.id,
+    "name": Device.name,
+    "last_seen": Device.last_seen,
+    "status": Device.online,
+    "software_version": Device.software_version,
+}
 
 
 class Enroll(BaseModel):
@@ -46,18 +62,23 @@ class Enroll(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     tags: list[str] = Field(default_factory=list)
 
-
-    _tags = field_validator("tags")(classmethod(lambda cls, v: _check_tags(v)))
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, tags: list[str]) -> list[str]:
+        return check_tags(tags)
 
 
 class DevicePatch(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     tags: list[str] | None = None
 
-    _tags = field_validator("tags")(classmethod(lambda cls, v: None if v is None else _check_tags(v)))
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, tags: list[str] | None) -> list[str] | None:
+        return None if tags is None else check_tags(tags)
 
 
-@router.get("")
+@router.get("", response_model=DevicePage)
 def list_devices(
     ctx: Ctx,
     _: Viewer,
@@ -68,34 +89,33 @@ def list_devices(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    conditions = []
-    if status == "failing":
-        conditions.append(FAILING)
-    elif status:
-        conditions.append(Device.online == (status == "online"))
-    if tag:
-        if not TAG_RE.fullmatch(tag):
-            raise HTTPException(422, "invalid tag")
-        conditions.append(cast(Device.tags, String).like(f'%"{tag}"%'))
-    if q:
-        pattern = "%" + q.replace("\\", "").replace("%", "").replace("_", "\\_").lower() + "%"
-        conditions.append(or_(func.lower(Device.id).like(pattern, escape="\\"),
-                              func.lower(Device.name).like(pattern, escape="\\"),
-                              func.lower(Device.hostname).like(pattern, escape="\\")))
+    conditions = filter_conditions(status, tag, q)
     column = SORTS[sort.lstrip("-")]
     order = col(column).desc() if sort.startswith("-") else col(column).asc()
     # The fleet-wide summary in one pass over the table; the filtered total only when a filter is set.
-    summary = select(func.count(), func.count(case((Device.online == True, 1))),  # noqa: E712
-                     func.count(case((FAILING, 1))))
+    summary = select(
+        func.count(),
+        func.count(case((col(Device.online) == True, 1))),  # noqa: E712
+        func.count(case((FAILING, 1))),
+    )
     with ctx.engine.connect() as conn:  # plain rows: no ORM objects for a read-only page
         units, online, failing = conn.execute(summary).one()
-        total = conn.execute(select(func.count()).select_from(Device).where(*conditions)).scalar_one() \
-            if conditions else units
-        rows = conn.execute(select(*LIST_COLUMNS).where(*conditions).order_by(order, Device.id)
-                         .offset(offset).limit(limit)).all()
-    return {"items": [_light(device_public(d), d.failing) for d in rows], "total": total, "limit": limit,
-            "offset": offset,
-            "summary": {"units": units, "online": online, "offline": units - online, "failing": failing}}
+        total = (
+            conn.execute(select(func.count()).select_from(Device).where(*conditions)).scalar_one()
+            if conditions
+            else units
+        )
+        rows = conn.execute(
+            select(*LIST_COLUMNS).where(*conditions).order_by(order, Device.id).offset(offset).limit(limit)
+        ).all()
+    # a row of LIST_COLUMNS has the attributes device_public reads
+    return {
+        "items": [_light(device_public(cast(Device, d)), d.failing) for d in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "summary": {"units": units, "online": online, "offline": units - online, "failing": failing},
+    }
 
 
 def _light(item: dict[str, Any], failing: bool) -> dict[str, Any]:
@@ -106,44 +126,42 @@ def _light(item: dict[str, Any], failing: bool) -> dict[str, Any]:
     if isinstance(metrics, dict):
         item["metrics"] = {k: v for k, v in metrics.items() if k not in ("services", "extra")}
     item["failing"] = bool(failing) and bool(item["online"])
-    item["failed_services"] = sorted(n for n, s in services.items() if s == "failed") \
-        if isinstance(services, dict) else []
+    item["failed_services"] = (
+        sorted(n for n, s in services.items() if s == "failed") if isinstance(services, dict) else []
+    )
     return item
 
 
-@router.post("", status_code=201)
-async def create_device(body: Enroll, request: Request, ctx: Ctx, who: Admin) -> dict[str, Any]:
+@router.post("", status_code=201, response_model=DeviceEnrolled)
+async def create_device(body: Enroll, request: Request, ctx: Ctx, _: Admin) -> dict[str, Any]:
     request.state.audit_target = body.id
-    try:
-        device, secret = await asyncio.to_thread(enroll, ctx.engine, body.id, body.name or "", body.tags)
-    except IntegrityError:
-        raise HTTPException(409, f"a unit with id {body.id!r} already exists") from None
+    device, secret = await asyncio.to_thread(enroll, ctx.engine, body.id, body.name or "", body.tags, ctx.plugin_auth)
     await ctx.on_credentials_changed(device.id)
     ctx.bus.publish("device", {"device_id": device.id, "action": "enrolled"}, device.id)
     return {**device_public(device), "secret": secret}
 
 
-@router.get("/{device_id}")
+@router.get("/{device_id}", response_model=DevicePublic)
 def get_device(device_id: str, ctx: Ctx, _: Viewer) -> dict[str, Any]:
     return device_public(load_device(ctx, device_id))
 
 
-@router.get("/{device_id}/status")
+@router.get("/{device_id}/status", response_model=DeviceStatus)
 def get_status(device_id: str, ctx: Ctx, _: Viewer) -> dict[str, Any]:
     return device_status(load_device(ctx, device_id))
 
 
-@router.patch("/{device_id}")
+@router.patch("/{device_id}", response_model=DevicePublic)
 def patch_device(device_id: str, body: DevicePatch, ctx: Ctx, _: Operator) -> dict[str, Any]:
     """Rename or retag a unit (operator: tags drive groups and rollouts); credentials stay admin-only."""
     with Session(ctx.engine, expire_on_commit=False) as s:
         device = s.get(Device, device_id)
         if device is None:
-            raise HTTPException(404, f"no unit with id {device_id!r}")
+            raise NotFound(f"no unit with id {device_id!r}")
         if body.name is not None:
             device.name = body.name
         if body.tags is not None:
-            device.tags = body.tags
+            set_tags(s, device, body.tags)
         s.add(device)
         s.commit()
     ctx.bus.publish("device", {"device_id": device_id, "action": "updated"}, device_id)
@@ -152,17 +170,17 @@ def patch_device(device_id: str, body: DevicePatch, ctx: Ctx, _: Operator) -> di
 
 @router.delete("/{device_id}", status_code=204)
 async def delete_device(device_id: str, ctx: Ctx, _: Admin) -> Response:
-    if not await asyncio.to_thread(revoke, ctx.engine, device_id):
-        raise HTTPException(404, f"no unit with id {device_id!r}")
+    if not await asyncio.to_thread(revoke, ctx.engine, device_id, ctx.plugin_auth):
+        raise NotFound(f"no unit with id {device_id!r}")
     await ctx.on_credentials_changed(device_id, revoked=True)
     ctx.bus.publish("device", {"device_id": device_id, "action": "revoked"}, device_id)
     return Response(status_code=204)
 
 
-@router.post("/{device_id}/rotate-secret")
+@router.post("/{device_id}/rotate-secret", response_model=DeviceSecret)
 async def rotate(device_id: str, ctx: Ctx, _: Admin) -> dict[str, Any]:
-    secret = await asyncio.to_thread(rotate_secret, ctx.engine, device_id)
+    secret = await asyncio.to_thread(rotate_secret, ctx.engine, device_id, ctx.plugin_auth)
     if secret is None:
-        raise HTTPException(404, f"no unit with id {device_id!r}")
+        raise NotFound(f"no unit with id {device_id!r}")
     await ctx.on_credentials_changed(device_id, revoked=True)
     return {"id": device_id, "secret": secret}

@@ -5,35 +5,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlmodel import Session
 
 from fleet_service.api.deps import Ctx, Viewer, authenticate
-from fleet_service.ingest.link import BrokerUnavailable
-from fleet_service.models import Device
-from fleet_service.relay import (
+from fleet_service.api.schemas.system import RelayHealth
+from fleet_service.auth.credentials import role_allows
+from fleet_service.auth.web_sessions import same_origin
+from fleet_service.broker_link.mqtt import BrokerUnavailable
+from fleet_service.devices.models import Device
+from fleet_service.refusals import (
     CLOSE_BROKER_DOWN,
     CLOSE_FORBIDDEN,
-    CLOSE_RATE_LIMITED,
+    CLOSE_LIMIT,
     CLOSE_TOO_LARGE,
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNIT_OFFLINE,
     CLOSE_UNKNOWN_UNIT,
-    Controller,
 )
-from fleet_service.security import role_allows
+from fleet_service.signalling.relay import Controller
 from protocol.payloads import MAX_RELAY_BYTES
 
 router = APIRouter(tags=["relay"])
 log = logging.getLogger(__name__)
-
-
-def _same_origin(ws: WebSocket) -> bool:
-    """Cookie-authenticated sockets must come from our own pages (no cross-site WebSocket hijacking)."""
-    origin = ws.headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == ws.headers.get("host")
 
 
 @router.websocket("/api/devices/{device_id}/relay")
@@ -44,10 +39,10 @@ async def relay(ws: WebSocket, device_id: str) -> None:
     if identity is None:
         await ws.close(CLOSE_UNAUTHENTICATED, "missing or invalid credentials")
         return
-    if identity.role == "unit" or not role_allows(identity.role, "operator"):
+    if not role_allows(identity.role, "operator"):
         await ws.close(CLOSE_FORBIDDEN, "the relay needs the operator role")
         return
-    if "authorization" not in ws.headers and not _same_origin(ws):
+    if "authorization" not in ws.headers and not same_origin(ws):
         await ws.close(CLOSE_FORBIDDEN, "cross-origin relay connection refused")
         return
     with Session(ctx.engine) as s:
@@ -60,7 +55,7 @@ async def relay(ws: WebSocket, device_id: str) -> None:
         return
     sockets = ws.app.state.relay_sockets
     if not sockets.acquire(identity.label):
-        await ws.close(CLOSE_RATE_LIMITED, f"at most {sockets.limit} relay connections at a time per credential")
+        await ws.close(CLOSE_LIMIT, f"at most {sockets.limit} relay connections at a time per credential")
         return
     controller = Controller(device_id, identity.label)
     ctx.relay.attach(controller)
@@ -77,7 +72,7 @@ async def relay(ws: WebSocket, device_id: str) -> None:
                 await ws.close(CLOSE_TOO_LARGE, f"message over {MAX_RELAY_BYTES} bytes")
                 return
             if not controller.allow():
-                await ws.close(CLOSE_RATE_LIMITED, "too many messages; slow down")
+                await ws.close(CLOSE_LIMIT, "too many messages; slow down")
                 return
             try:
                 await ctx.relay.down(controller, data)
@@ -100,7 +95,10 @@ async def _pump(ws: WebSocket, controller: Controller) -> None:
         return
 
 
-@router.get("/api/relay/health")
+@router.get("/api/relay/health", response_model=RelayHealth)
 def relay_health(ctx: Ctx, _: Viewer) -> dict[str, Any]:
-    return {"status": "ok" if ctx.link.connected.is_set() else "degraded", "units": ctx.relay.unit_count,
-            "controllers": ctx.relay.controller_count}
+    return {
+        "status": "ok" if ctx.link.connected.is_set() else "degraded",
+        "units": ctx.relay.unit_count,
+        "controllers": ctx.relay.controller_count,
+    }

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from fleet_service.api.deps import Admin, Ctx
-from fleet_service.models import User, user_public
-from fleet_service.users import USERNAME_RE, UserError, add_user, delete_user, get_user, set_password, set_role
+from fleet_service.api.schemas.common import Items
+from fleet_service.api.schemas.users import UserPublic
+from fleet_service.auth.models import User, user_public
+from fleet_service.auth.users import USERNAME_RE, add_user, delete_user, get_user, set_password, set_role
+from fleet_service.errors import NotFound
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 ROLE_PATTERN = "^(viewer|operator|admin)$"
@@ -28,24 +31,21 @@ class UserUpdate(BaseModel):
     password: str | None = Field(default=None, min_length=8, max_length=1024)
 
 
-@router.get("")
+@router.get("", response_model=Items[UserPublic])
 def list_users(ctx: Ctx, _: Admin) -> dict[str, Any]:
     with Session(ctx.engine) as s:
         rows = s.exec(select(User).order_by(col(User.username))).all()
     return {"items": [user_public(u) for u in rows]}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=UserPublic)
 async def create_user(body: UserCreate, request: Request, ctx: Ctx, _: Admin) -> dict[str, Any]:
     request.state.audit_target = body.username
-    try:
-        user = await asyncio.to_thread(add_user, ctx.engine, body.username, body.password, body.role)
-    except UserError as exc:
-        raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from None
+    user = await asyncio.to_thread(add_user, ctx.engine, body.username, body.password, body.role)
     return user_public(user)
 
 
-@router.patch("/{username}")
+@router.patch("/{username}", response_model=UserPublic)
 async def update_user(username: str, body: UserUpdate, ctx: Ctx, _: Admin) -> dict[str, Any]:
     """Change the role and/or password; a new password ends the user's sessions."""
     found = True  # each step says whether the user (still) exists: a concurrent DELETE makes this a 404
@@ -55,12 +55,12 @@ async def update_user(username: str, body: UserUpdate, ctx: Ctx, _: Admin) -> di
         found = await asyncio.to_thread(set_password, ctx.engine, username, body.password)
     user = await asyncio.to_thread(get_user, ctx.engine, username) if found else None
     if user is None:
-        raise HTTPException(404, f"no user named {username!r}")
+        raise NotFound(f"no user named {username!r}")
     return user_public(user)
 
 
 @router.delete("/{username}", status_code=204)
 async def remove_user(username: str, ctx: Ctx, _: Admin) -> Response:
     if not await asyncio.to_thread(delete_user, ctx.engine, username):
-        raise HTTPException(404, f"no user named {username!r}")
+        raise NotFound(f"no user named {username!r}")
     return Response(status_code=204)

@@ -1,0 +1,1 @@
+"""Who may do what: operator tokens, users, web sessions, claim tokens, rate limits, audit."""

@@ -1,0 +1,1 @@
+"""Authentication and topic authorization for external brokers that ask over HTTP (EMQX, VerneMQ, go-auth)."""

@@ -1,0 +1,1 @@
+"""Commands to units: the state machine, durable dispatch, and its database writes."""

@@ -1,0 +1,163 @@
+"""The command state machine: which transitions are allowed, and recording each with its time.
+
+Every write is a compare-and-set on the stored status (`UPDATE ... WHERE status = <what we read>`), on SQLite and
+PostgreSQL alike, and every status a command takes is recorded once as a `command_event`.
+
+The service's own moves (`transition`: marked sent, canceled, expired or timed out by the sweeper, canceled by a
+rollout) go forward only and nothing leaves a final state: when two service writers race (two replicas sweeping at
+once, a cancel beside the sweeper), exactly one wins and the other changes nothing.
+
+A unit's reports (`apply_result`) must all land, whatever their order and whichever replica the broker handed
+each to: the accepted, running and succeeded of one command are often applied by two replicas at the same moment.
+The rules:
+
+- Order: queued < sent < accepted < running < final. A report that ranks above the stored status is applied; a
+  duplicate or a lower one (a progress report overtaken by the final one) changes nothing.
+- When its compare-and-set loses (another replica, the sweeper or a cancel committed first), the command is read
+  again and the report tried again as long as it still ranks above what is now stored. Every lost round follows a
+  committed move forward, so this ends after a few rounds at most.
+- A final status is written together with its exit_code and output, in the same statement, also when it arrives
+  before accepted/running (which then change nothing).
+- The first final status the unit reports is kept: after succeeded, failed, rejected or expired a different
+  final report is ignored.
+- The unit's real outcome wins over the service's guess, recorded as an event of its own after the guess, with
+  the report's exit_code and output replacing the guess's text:
+  * `timed_out` (the sweeper: no result within timeout_s of the unit taking it) is replaced by any final report
+    of the unit: it had taken the command, so its answer is what happened.
+  * `canceled` (by an operator, or by a finished rollout, while the command was queued/sent) cannot stop a unit
+    that had already received it. succeeded/failed prove the unit ran it and replace `canceled`;
+    rejected/expired say it never ran, so it stays canceled.
+  * accepted/running never replace a final state: the unit's final report follows (the agent sends one for every
+    command it took, also after it restarted).
+  A rollout counts its units by their commands' current status, so such a unit counts by its real outcome from
+  then on; decisions already taken (an abort) stand. The sweeper only looks at queued/sent/accepted/running
+  commands, so it never overrides the unit's answer in turn.
+- `expired` is not treated as a guess: the sweeper writes it for a command not taken before its TTL, but the unit
+  reports it too (arrived too late, or expired while waiting), and the row does not say who wrote it. Treating it
+  as a guess would let a unit's second final report overwrite its first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session
+
+from fleet_service.commands.models import Command, CommandEvent, command_public
+from fleet_service.db.core import table_of
+from protocol.payloads import CommandResult
+
+log = logging.getLogger(__name__)
+FINAL = frozenset({"succeeded", "failed", "rejected", "expired", "timed_out", "canceled"})
+PENDING = frozenset({"queued", "sent"})
+TAKEN = frozenset({"accepted", "running"})
+STATES = (
+    "queued",
+    "sent",
+    "accepted",
+    "running",
+    "succeeded",
+    "failed",
+    "rejected",
+    "expired",
+    "timed_out",
+    "canceled",
+)
+_RANK = {"queued": 0, "sent": 1, "accepted": 2, "running": 3}
+UNIT_FINAL = frozenset({"succeeded", "failed", "rejected", "expired"})
+# The service's guesses at how a command ended, and the unit's final reports that overrule each.
+OVERRULED_BY = {"timed_out": UNIT_FINAL, "canceled": frozenset({"succeeded", "failed"})}
+# Lost compare-and-sets in a row before a report gives up: each loss means the command moved on (at most
+# queued -> sent -> accepted -> running -> a guess -> the unit's final), so this is never reached in practice.
+MAX_ROUNDS = 8
+
+
+def rank(status: str) -> int:
+    return 4 if status in FINAL else _RANK[status]
+
+
+def allowed(current: str, status: str) -> bool:
+    """Forward only; nothing leaves a final state; a repeated non-final status is a duplicate."""
+    return current not in FINAL and rank(status) > rank(current)
+
+
+def supersedes(reported: str, stored: str) -> bool:
+    """Whether a unit reporting `reported` moves a command stored as `stored` on (see the module docstring)."""
+    if stored in FINAL:
+        return reported in OVERRULED_BY.get(stored, ())
+    return rank(reported) > rank(stored)
+
+
+def _move(session: Session, cmd: Command, status: str, now: int, extra: dict[str, Any] | None = None) -> bool:
+    """One compare-and-set from the status `cmd` was read with; on success `cmd` and its event are updated."""
+    values: dict[str, Any] = {"status": status, "updated_at": now, **(extra or {})}
+    if status in TAKEN and cmd.started_at is None:
+        values["started_at"] = now
+    if status in FINAL:
+        values["finished_at"] = now
+    table = table_of(Command)
+    result = session.connection().execute(
+        update(table).where(table.c.id == cmd.id, table.c.status == cmd.status).values(**values)
+    )
+    if result.rowcount != 1:
+        return False
+    for key, value in values.items():
+        set_committed_value(cmd, key, value)
+    session.add(CommandEvent(command_id=cmd.id, status=status, ts=now))
+    return True
+
+
+def _reread(session: Session, cmd: Command) -> bool:
+    """Load what another writer committed; False when the command is gone (its unit was removed)."""
+    table = table_of(Command)
+    row = session.connection().execute(select(table).where(table.c.id == cmd.id)).mappings().first()
+    if row is None:
+        return False
+    for key, value in row.items():
+        set_committed_value(cmd, key, value)
+    return True
+
+
+def transition(session: Session, cmd: Command, status: str, now: int) -> bool:
+    """Move `cmd` forward to `status`; False (and no change) when not allowed or another writer got there first."""
+    if not allowed(cmd.status, status):
+        return False
+    if _move(session, cmd, status, now):
+        return True
+    _reread(session, cmd)
+    return False
+
+
+def _reported(res: CommandResult) -> dict[str, Any]:
+    """The columns a report sets beside the status: a final one always brings its exit code and output."""
+    if res.status in FINAL:
+        return {"exit_code": res.exit_code, "output": res.output}
+    values: dict[str, Any] = {}
+    if res.exit_code is not None:
+        values["exit_code"] = res.exit_code
+    if res.output:
+        values["output"] = res.output
+    return values
+
+
+def apply_result(session: Session, cmd: Command, res: CommandResult, now: int) -> dict[str, Any] | None:
+    """Record a unit's report (rules in the module docstring); the public command when it changed, else None."""
+    changed = False
+    for _ in range(MAX_ROUNDS):
+        if not supersedes(res.status, cmd.status):
+            break
+        if cmd.status == "queued":  # the unit answered before we marked it sent: it evidently got it
+            moved = _move(session, cmd, "sent", now)
+        else:
+            moved = _move(session, cmd, res.status, now, _reported(res))
+            if moved:
+                return command_public(cmd)
+        changed = changed or moved
+        if not moved and not _reread(session, cmd):
+            return None
+    else:
+        log.warning("command %s: %s not applied after %d lost races", cmd.id, res.status, MAX_ROUNDS)
+    return command_public(cmd) if changed else None

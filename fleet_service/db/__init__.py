@@ -1,0 +1,1 @@
+"""Database: the engine and sessions, every table's registration, and the migrations."""

@@ -1,0 +1,1 @@
+"""Units: enrollment, presence, and retention of what they reported."""

@@ -1,0 +1,1 @@
+"""WebRTC support: the signalling relay to units and TURN credentials."""

@@ -1,0 +1,1 @@
+"""Units' configuration: what a desired config may hold, and tag defaults merged in."""

@@ -1,0 +1,1 @@
+"""Simulated units that speak the real wire protocol: demos, dashboard tests and load."""
