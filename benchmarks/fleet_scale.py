@@ -95,6 +95,20 @@ def online(api: httpx.Client) -> int:
         return -1
 
 
+def database_bytes(url: str, tmp: Path) -> int:
+    """What the database takes on disk now: PostgreSQL's own count for this database, or SQLite's files."""
+    if url.startswith("sqlite"):
+        return sum(f.stat().st_size for f in tmp.glob("**/*.db*") if f.is_file())
+    from sqlalchemy import text
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def time_requests(api: httpx.Client, params: dict, count: int) -> list[float]:
     out = []
     for _ in range(count):
@@ -191,6 +205,7 @@ def main() -> int:
             lag = MetricLag(base)
             time.sleep(12)  # one full metrics interval after the connect wave, then measure
             lag.recording = True
+            disk_before = database_bytes(url, tmp)
             before, cpu_before, t_before = scrape(api), service.cpu_seconds(), time.monotonic()
             gauges: list[float] = []
             depths: list[float] = []
@@ -211,6 +226,7 @@ def main() -> int:
             elapsed = time.monotonic() - t_before
             lag.recording = False
             after, cpu_after = scrape(api), service.cpu_seconds()
+            disk_growth = database_bytes(url, tmp) - disk_before
             persisted = sum(v for k, v in after.items() if k.startswith("fleet_ingest_persisted_total")) - sum(
                 v for k, v in before.items() if k.startswith("fleet_ingest_persisted_total")
             )
@@ -239,6 +255,11 @@ def main() -> int:
             )
             for name, values in latencies.items():
                 print(f"  GET /api/devices {name}: {summary_ms(values)}")
+            per_hour = disk_growth / elapsed * 3600
+            print(
+                f"  database on disk: +{disk_growth / 2**20:.1f} MiB in the window = {per_hour / 2**30:.2f} GiB/hour, "
+                f"{per_hour * 24 / units / 2**20:.2f} MiB per unit per day (retention trims it to the tiers' windows)"
+            )
             e2e_p99 = percentile(lag.lags, 99) if lag.lags else float("inf")
             verdict = [
                 ("ingest lag < 1 s (p99 end to end)", e2e_p99 < 1.0),

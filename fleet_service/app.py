@@ -20,6 +20,7 @@ from fleet_service.api.body_limit import BodyLimitMiddleware
 from fleet_service.api.connections import PerIdentityLimit
 from fleet_service.api.error_status import status_of
 from fleet_service.api.headers import SecurityHeadersMiddleware, install_docs
+from fleet_service.api.request_count import RequestCounter
 from fleet_service.api.routes import (
     alert_rules,
     alerts,
@@ -143,11 +144,7 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: EmbeddedBroker
 def _install_limits_and_errors(app: FastAPI) -> None:
     registry = app.state.ctx.registry
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        response = await call_next(request)
-        registry.inc("fleet_http_requests_total", code=f"{response.status_code // 100}xx")
-        return response
+    app.add_middleware(RequestCounter, registry=registry)
 
     @app.exception_handler(RequestValidationError)
     async def validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -42,8 +42,6 @@ from fleet_service.unit_config.desired import DesiredConfigs
 from protocol.topics import events_filter, events_origin, service_filters
 
 if TYPE_CHECKING:
-    import aiomqtt
-
     from broker.server import EmbeddedBroker
     from turn_service import TurnIssuer
 
@@ -101,12 +99,11 @@ class ServiceContext:
         # With an external broker other replicas may run: relay live events through it (embedded: one replica).
         event_relay: EventRelay | None = None  # made below, once the link it publishes through exists
 
-        async def on_message(message: aiomqtt.Message) -> None:
-            if event_relay is not None and events_origin(message.topic.value) is not None:
-                payload = message.payload if isinstance(message.payload, bytes) else b""
-                await event_relay.handle(message.topic.value, payload)
+        async def on_message(name: str, payload: bytes, retained: bool) -> None:
+            if event_relay is not None and events_origin(name) is not None:
+                await event_relay.handle(name, payload)
             else:
-                await ingest.handle(message)
+                await ingest.accept(name, payload, retained)
 
         link: BrokerLink
         if broker is not None:  # in-process: straight from the broker's consumer hook, no MQTT connection

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import aiomqtt
 from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 
@@ -65,11 +64,6 @@ class Ingest:
         registry.gauge_callback("fleet_ingest_queue_depth", self.depth)
         registry.describe("fleet_ingest_queue_bytes", "gauge", "Payload bytes waiting in the ingest queue")
         registry.gauge_callback("fleet_ingest_queue_bytes", lambda: self.queued_bytes)
-
-    async def handle(self, message: aiomqtt.Message) -> None:
-        """Called by the MQTT broker link for every message; waits (back-pressure) when the queue is full."""
-        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
-        await self.accept(message.topic.value, payload, bool(message.retain))
 
     async def accept(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """One message from a unit (any link); waits (back-pressure) when the queue is full."""
