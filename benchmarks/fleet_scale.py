@@ -131,6 +131,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=60.0, help="steady-state window in seconds (default 60)")
     parser.add_argument("--connect-rate", type=float, help="unit connections per second (default 250; 60 embedded)")
     parser.add_argument("--requests", type=int, default=200, help="GET /api/devices requests per query shape")
+    parser.add_argument("--ingest-processes", type=int, default=1, help="FLEET_INGEST_PROCESSES of the service")
     args = parser.parse_args()
     embedded = args.mode == "embedded"
     units = args.units or (2000 if embedded else 10000)
@@ -151,7 +152,14 @@ def main() -> int:
 
         http_port = free_port()
         service, mosquitto, mqtt_port = start_fleet(
-            embedded, tmp, url, http_port, secret, ids, "max_queued_messages 100000\n"
+            embedded,
+            tmp,
+            url,
+            http_port,
+            secret,
+            ids,
+            "max_queued_messages 100000\n",
+            env={"FLEET_INGEST_PROCESSES": str(args.ingest_processes)},
         )
         sim = None
         lag = None
@@ -235,7 +243,8 @@ def main() -> int:
 
             expected = units / 10 + units / 30 + units / 60
             print(
-                f"\nfleet_scale results ({units} units, {args.mode}, {db_kind}, window {elapsed:.0f}s, "
+                f"\nfleet_scale results ({units} units, {args.mode}, {db_kind}, {args.ingest_processes} ingest "
+                f"process(es), window {elapsed:.0f}s, "
                 f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
             )
             print(f"  units online at the end of the window: {still_online}/{units}")
