@@ -124,10 +124,6 @@ class Connection:
             transport.close()
         self._fail(ConnectionLost("connection closed"))
 
-    @property
-    def open_now(self) -> bool:
-        return self._transport is not None and self._error is None
-
     async def wait_closed(self) -> ConnectionLost:
         await self._closed.wait()
         assert self._error is not None

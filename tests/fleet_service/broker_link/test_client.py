@@ -11,7 +11,7 @@ import pytest
 
 from fleet_service.broker_link import wire
 from fleet_service.broker_link.client import Connection, ConnectionLost, Refused
-from tests.support.services import mosquitto_passwd, wait_for
+from tests.support.services import free_port, mosquitto_passwd, wait_for
 
 SECRET = "client-test-secret"
 
@@ -287,5 +287,39 @@ def test_large_messages_stop_the_reading_by_their_bytes(broker):
         sender.join()
         assert [int(p) for _, p, _ in got] == list(range(200))
         conn.close()
+
+    asyncio.run(main())
+
+
+def test_the_connection_over_tls_checks_the_brokers_certificate(mosquitto_factory, tmp_path):
+    """mqtts:// links (a broker on another host): messages flow over TLS, and a certificate the service does
+    not trust is refused."""
+    import ssl
+
+    from tests.support.smtp import make_certificate
+
+    cert = make_certificate(tmp_path)
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    mosquitto_passwd(passwd, {"svc": SECRET, "unit": SECRET})
+    tls_port = free_port()
+    broker = mosquitto_factory(  # its plain listener for the publisher, a TLS one for the service
+        f"allow_anonymous false\npassword_file {passwd}\n"
+        f"listener {tls_port} 127.0.0.1\ncertfile {cert.cert}\nkeyfile {cert.key}\n"
+    )
+
+    async def main():
+        trusting = ssl.create_default_context(cafile=str(cert.cert))
+        conn = Connection()
+        await conn.open("localhost", tls_port, "svc-tls", username="svc", password=SECRET, keepalive=30, tls=trusting)
+        await conn.subscribe(["fleet/+/logs"], qos=1)
+        await asyncio.to_thread(publish_numbered, broker.port, "fleet/u7/logs", 100)
+        got = await take_until(conn, 100)
+        assert [int(p) for _, p, _ in got] == list(range(100))
+        conn.close()
+        with pytest.raises(ConnectionLost, match="certificate"):
+            await Connection().open(
+                "localhost", tls_port, "svc-tls2", username="svc", password=SECRET, tls=ssl.create_default_context()
+            )
 
     asyncio.run(main())
