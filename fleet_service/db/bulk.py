@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, cast, func, select
+from sqlalchemy import ColumnElement, Table, any_, bindparam, cast, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-__all__ = ["execute_rows", "insert_rows"]
+__all__ = ["execute_rows", "insert_rows", "one_of"]
 
 
 def insert_rows(dialect: str, table: Table, names: list[str]) -> Any:
@@ -29,3 +29,12 @@ def execute_rows(session: Session, stmt: Any, rows: list[dict[str, Any]]) -> Any
     if session.get_bind().dialect.name != "postgresql":
         return session.execute(stmt, rows)
     return session.execute(stmt, {name: [row[name] for row in rows] for name in rows[0]})
+
+
+def one_of(dialect: str, column: Any, name: str) -> ColumnElement[bool]:
+    """`column` is one of the list bound as `name`: `= ANY(array)` on PostgreSQL (one parameter, and a statement
+    that does not change with the list's length), an expanding IN elsewhere. Build it once (a cached statement):
+    building and compiling a statement per call costs more CPU than the query itself."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))

@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import select as core_select
 from sqlalchemy import tuple_
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col, select
 
 from fleet_service.commands.models import Command
 from fleet_service.commands.state import apply_result
-from fleet_service.db.bulk import execute_rows, insert_rows
+from fleet_service.db.bulk import execute_rows, insert_rows, one_of
 from fleet_service.db.core import table_of
 from fleet_service.devices.models import Device, LogRecord, device_status
 from fleet_service.errors import Unavailable
@@ -41,6 +42,7 @@ from protocol.payloads import (
 from protocol.topics import Kind, parse
 
 log = logging.getLogger(__name__)
+NARROW_KINDS = TELEMETRY_KINDS | {Kind.CMD_RESULT}  # written without loading the unit's ORM row
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class _Write:
     outcomes: list[Outcome] = field(default_factory=list)
     clock: telemetry_path.ClockWindow = telemetry_path.CLOCK
     restamped: int = 0
+    commands: dict[str, Command] = field(default_factory=dict)  # the commands this batch reports on, read at once
 
 
 class Persister:
@@ -169,17 +172,18 @@ class Persister:
         persisted: Counter[str] = Counter()
         with Session(self._engine, expire_on_commit=False) as session:
             ids = {device_id for device_id, *_ in items}
-            # Units that sent only telemetry take the narrow path; the others keep every message on ORM rows.
-            orm_ids = {device_id for device_id, kind, *_ in items if kind not in TELEMETRY_KINDS}
+            # Units that sent only telemetry and command reports take the narrow path; the others keep every
+            # message on ORM rows.
+            orm_ids = {device_id for device_id, kind, *_ in items if kind not in NARROW_KINDS}
             states = telemetry_path.load_states(session, ids - orm_ids)
             devices = (
                 {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(orm_ids))).all()}
                 if orm_ids
                 else {}
             )
-            # the commands this batch reports on, in one read (each report then finds its row without a query)
+            conn = session.connection()
             if reported := {payload.id for _, kind, payload, _ in items if kind is Kind.CMD_RESULT}:
-                session.exec(select(Command).where(col(Command.id).in_(reported))).all()
+                write.commands = _read_commands(conn, reported)
             touched: set[str] = set()
             # Handlers only add rows and run their own compare-and-set statements: nothing needs flushing before
             # a read, so the new rows go in together at the commit instead of one round trip before each read.
@@ -187,11 +191,15 @@ class Persister:
                 for device_id, kind, payload, msg in items:
                     state = states.get(device_id)
                     if state is not None:
-                        events = _TELEMETRY[kind](state, payload, msg.received_ms, write)
-                        outcomes.extend(Outcome(t, device_id, data) for t, data in events)
+                        if kind is Kind.CMD_RESULT:
+                            state.values["last_seen"] = msg.received_ms
+                            outcomes.extend(_report(conn, device_id, payload, msg.received_ms, write))
+                        else:
+                            events = _TELEMETRY[kind](state, payload, msg.received_ms, write)
+                            outcomes.extend(Outcome(t, device_id, data) for t, data in events)
                     elif (device := devices.get(device_id)) is not None:
                         touched.add(device_id)
-                        outcomes.extend(_HANDLERS[kind](self, session, device, payload, msg, write))
+                        outcomes.extend(_HANDLERS[kind](self, conn, device, payload, msg, write))
                     else:
                         write.drops.append(
                             ("unknown_device", device_id, f"{kind.value} from a unit that is not enrolled")
@@ -258,16 +266,9 @@ class Persister:
         write.restamped += state.restamped
         return [Outcome(t, device.id, data) for t, data in events]
 
-    def _result(self, session, device: Device, res: CommandResult, msg: Inbound, write: _Write) -> list[Outcome]:
+    def _result(self, conn, device: Device, res: CommandResult, msg: Inbound, write: _Write) -> list[Outcome]:
         device.last_seen = msg.received_ms
-        cmd = session.get(Command, res.id)
-        if cmd is None or cmd.device_id != device.id:
-            write.drops.append(("unknown_command", device.id, f"result for unknown command {res.id}"))
-            write.acks.rejected(device.id, res.ack_id, f"unknown command {res.id}")
-            return []
-        event = apply_result(session, cmd, res, msg.received_ms)
-        write.acks.stored(device.id, res.ack_id)  # a duplicate or superseded status is stored as far as it matters
-        return [Outcome("command", device.id, event)] if event else []
+        return _report(conn, device.id, res, msg.received_ms, write)
 
     def _config(self, _session, device: Device, rep: ConfigReported, msg: Inbound, write: _Write) -> list[Outcome]:
         device.last_seen = msg.received_ms
@@ -293,6 +294,30 @@ class Persister:
                 },
             )
         ]
+
+
+def _read_commands(conn: Connection, ids: set[str]) -> dict[str, Command]:
+    """The reported commands as plain objects (no session tracks them: their moves are compare-and-set
+    statements of their own, never a flush)."""
+    rows = conn.execute(_commands_read(conn.dialect.name), {"ids": sorted(ids)}).mappings()
+    return {row["id"]: Command(**row) for row in rows}
+
+
+@lru_cache(maxsize=2)
+def _commands_read(dialect: str) -> Any:
+    table = table_of(Command)
+    return core_select(table).where(one_of(dialect, table.c.id, "ids"))
+
+
+def _report(conn: Connection, device_id: str, res: CommandResult, received_ms: int, write: _Write) -> list[Outcome]:
+    cmd = write.commands.get(res.id)
+    if cmd is None or cmd.device_id != device_id:
+        write.drops.append(("unknown_command", device_id, f"result for unknown command {res.id}"))
+        write.acks.rejected(device_id, res.ack_id, f"unknown command {res.id}")
+        return []
+    event = apply_result(conn, cmd, res, received_ms)
+    write.acks.stored(device_id, res.ack_id)  # a duplicate or superseded status is stored as far as it matters
+    return [Outcome("command", device_id, event)] if event else []
 
 
 @lru_cache(maxsize=2)

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
-from sqlmodel import col
 
+from fleet_service.db.bulk import one_of
 from fleet_service.db.core import table_of
 from fleet_service.devices.models import LEVEL_NUMBERS, Device
 from protocol.payloads import METRIC_FIELDS, Heartbeat, LogBatch, Metrics
@@ -57,10 +57,15 @@ class UnitState:
 def load_states(session: Session, ids: set[str]) -> dict[str, UnitState]:
     if not ids:
         return {}
-    rows = session.execute(
-        select(col(Device.id), col(Device.online), col(Device.software_version)).where(col(Device.id).in_(ids))
-    )
+    conn = session.connection()
+    rows = conn.execute(_states_read(conn.dialect.name), {"ids": sorted(ids)})
     return {r.id: UnitState(r.id, bool(r.online), r.software_version or "") for r in rows}
+
+
+@lru_cache(maxsize=2)
+def _states_read(dialect: str) -> Any:
+    table = table_of(Device)
+    return select(table.c.id, table.c.online, table.c.software_version).where(one_of(dialect, table.c.id, "ids"))
 
 
 @dataclass(frozen=True)
