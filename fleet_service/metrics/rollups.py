@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, case, column, func, literal_column, or_, select, type_coerce
+from sqlalchemy import ColumnElement, bindparam, case, column, func, or_, select, type_coerce
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import Session
 
 from fleet_service.db.bulk import execute_rows, insert_rows
@@ -157,7 +157,7 @@ def _fold_into(tier: Tier, new: Any) -> Any:
         folded[f"{f}_max"] = func.max(value)
         folded[f"{f}_sum"] = type_coerce(func.coalesce(func.sum(value), 0), tier.table.c[f"{f}_sum"].type)
         folded[f"{f}_n"] = func.count(value)
-        newest_first = func.array_agg(literal_column(f"{value.name} ORDER BY {ts.name} DESC"), type_=ARRAY(kind))
+        newest_first: ColumnElement[Any] = func.array_agg(aggregate_order_by(value, ts.desc()), type_=ARRAY(kind))
         folded[f"{f}_last"] = newest_first[1]
     names = [c.name for c in tier.table.c]
     grouped = (
