@@ -25,6 +25,7 @@ from fleet_service.app import create_app
 from fleet_service.auth.bootstrap import ensure_admin_token
 from fleet_service.devices.presence import mark_all_offline
 from fleet_service.settings import BrokerTarget, ServiceSettings, open_database
+from protocol.heap import settle
 from protocol.ids import SERVICE_USERNAME
 
 if TYPE_CHECKING:
@@ -250,6 +251,7 @@ def announce(running: Running) -> None:
 
 async def serve_forever(settings: ServiceSettings) -> None:
     running = await start(settings)
+    settle()  # everything built at start lives as long as the process: out of the collector's way (protocol/heap.py)
     announce(running)
     watch = None if running.broker is not None else asyncio.create_task(warn_unless_connected(running))
     await running.stopped.wait()

@@ -1,4 +1,4 @@
-"""Wire contract shared by every part: ids, topics, payloads, secrets. No I/O."""
+"""What every part shares: the wire contract (ids, topics, payloads, secrets) and the process heap setting. No I/O."""
 
 from protocol.errors import ProtocolError
 

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from protocol.heap import settle
 from protocol.ids import is_device_id
 from simulator.enroll import EnrollIds, EnrollmentError, SecretCache, ensure_via_api, unit_ids
 from simulator.shared import BrokerAddress, Shared, SimOptions, SimStats
@@ -217,12 +218,16 @@ async def _simulate(settings: SimulatorSettings, secrets: dict[str, str]) -> int
     await sim.start()
     began = loop.time()
     last = -1
+    settled = False
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), 5.0)
         except TimeoutError:
             pass
         online = sim.online
+        if online == len(sim.units) and not settled:
+            settle()  # the units' connections and state live as long as the run (protocol/heap.py)
+            settled = True
         if online != last:
             s = sim.stats
             print(

@@ -21,6 +21,7 @@ from fleet_service.ingest.badlog import BadMessageLog
 from fleet_service.ingest.persister import DatabaseUnavailableError, Inbound, Persisted, Persister
 from fleet_service.ingest.telemetry_path import ClockWindow
 from fleet_service.prometheus import LabelKey, Registry
+from protocol.heap import settle
 
 __all__ = ["ProcessPersisters", "WorkerLost", "partition_of"]
 
@@ -42,6 +43,7 @@ def _start(database_url: str, clock: ClockWindow) -> None:
     global _persister
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[ingest worker]: %(message)s")
     _persister = Persister(make_engine(database_url), _counted, BadMessageLog(_counted), clock)
+    settle()
 
 
 class WorkerLost(Exception):
