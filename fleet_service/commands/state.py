@@ -40,10 +40,12 @@ The rules:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, true, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
@@ -103,11 +105,7 @@ def _move(conn: Connection, cmd: Command, status: str, now: int, extra: dict[str
     On PostgreSQL the two are one statement (the event is inserted from what the UPDATE returned), a round trip
     less on every move; SQLite runs in-process, where a second statement costs nothing on the network.
     """
-    values: dict[str, Any] = {"status": status, "updated_at": now, **(extra or {})}
-    if status in TAKEN and cmd.started_at is None:
-        values["started_at"] = now
-    if status in FINAL:
-        values["finished_at"] = now
+    values = _step_values(status, now, extra or {}, cmd.started_at is not None)
     params = {f"m_{key}": value for key, value in values.items()}
     params.update(m_id=cmd.id, m_from=cmd.status)
     dialect = conn.dialect.name
@@ -198,3 +196,102 @@ def apply_result(db: Session | Connection, cmd: Command, res: CommandResult, now
     else:
         log.warning("command %s: %s not applied after %d lost races", cmd.id, res.status, MAX_ROUNDS)
     return command_public(cmd) if changed else None
+
+
+Report = tuple[CommandResult, int]  # a unit's report and when it was received
+_Step = tuple[int | None, str, int, dict[str, Any]]  # (the report it answers, or None), status, time, columns
+
+
+def apply_results(db: Session | Connection, cmd: Command, reports: Sequence[Report]) -> list[dict[str, Any] | None]:
+    """Several reports of one command, in the order they arrived; per report, what `apply_result` would return.
+
+    A unit sends accepted, running and its result within milliseconds, so one ingest batch often holds all of
+    them. When nobody else moved the command since it was read, they are ONE compare-and-set to the last status
+    that records an event for every status on the way (the rules are the same: the steps are planned with
+    `supersedes`, as one report after another would take them). When another writer got there first, each report
+    is applied on its own, as above."""
+    conn = _connection(db)
+    if len(reports) > 1:
+        steps = _plan(cmd, reports)
+        if not steps:
+            return [None] * len(reports)
+        if _move_many(conn, cmd, steps):
+            return _snapshots(cmd, steps, len(reports))
+        if not _reread(conn, cmd):
+            return [None] * len(reports)
+    return [apply_result(conn, cmd, res, now) for res, now in reports]
+
+
+def _plan(cmd: Command, reports: Sequence[Report]) -> list[_Step]:
+    steps: list[_Step] = []
+    status = cmd.status
+    for index, (res, now) in enumerate(reports):
+        if not supersedes(res.status, status):
+            continue
+        if status == "queued":  # the unit answered before we marked it sent: it evidently got it
+            steps.append((None, "sent", now, {}))
+        steps.append((index, res.status, now, _reported(res)))
+        status = res.status
+    return steps
+
+
+def _step_values(status: str, now: int, extra: dict[str, Any], started: bool) -> dict[str, Any]:
+    """The columns a move to `status` writes (`started`: the command has its started_at already)."""
+    values: dict[str, Any] = {"status": status, "updated_at": now, **extra}
+    if status in TAKEN and not started:
+        values["started_at"] = now
+    if status in FINAL:
+        values["finished_at"] = now
+    return values
+
+
+def _move_many(conn: Connection, cmd: Command, steps: list[_Step]) -> bool:
+    """Every step's columns in one compare-and-set (later steps win, as they would one after another), and one
+    event per step, in order."""
+    values: dict[str, Any] = {}
+    started = cmd.started_at is not None
+    for _, status, now, extra in steps:
+        values.update(_step_values(status, now, extra, started))
+        started = started or "started_at" in values
+    params = {f"m_{key}": value for key, value in values.items()}
+    params.update(m_id=cmd.id, m_from=cmd.status)
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        params.update(m_statuses=[step[1] for step in steps], m_times=[step[2] for step in steps])
+        return conn.execute(_move_many_statement(tuple(sorted(values))), params).first() is not None
+    if conn.execute(_move_statement(dialect, tuple(sorted(values))), params).rowcount != 1:
+        return False
+    conn.execute(_EVENT_INSERT, [{"command_id": cmd.id, "status": st, "ts": now} for _, st, now, _ in steps])
+    return True
+
+
+@lru_cache(maxsize=64)
+def _move_many_statement(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: the compare-and-set of `columns`, and the events of m_statuses at m_times, in that order."""
+    table, events = table_of(Command), table_of(CommandEvent)
+    values = {name: bindparam(f"m_{name}", type_=table.c[name].type) for name in columns}
+    cas = update(table).where(table.c.id == bindparam("m_id"), table.c.status == bindparam("m_from")).values(values)
+    moved = cas.returning(table.c.id).cte("moved")
+    steps = (
+        func.unnest(
+            bindparam("m_statuses", type_=ARRAY(events.c.status.type)),
+            bindparam("m_times", type_=ARRAY(events.c.ts.type)),
+        )
+        .table_valued("status", "ts", with_ordinality="n")
+        .render_derived(name="step")
+    )
+    rows = select(moved.c.id, steps.c.status, steps.c.ts).select_from(moved).join(steps, true()).order_by(steps.c.n)
+    return insert(events).from_select(["command_id", "status", "ts"], rows).returning(events.c.id)
+
+
+def _snapshots(cmd: Command, steps: list[_Step], count: int) -> list[dict[str, Any] | None]:
+    """The public command after each report's step (its live event), with `cmd` left at the last one."""
+    out: list[dict[str, Any] | None] = [None] * count
+    started = cmd.started_at is not None
+    for index, status, now, extra in steps:
+        for key, value in _step_values(status, now, extra, started).items():
+            set_committed_value(cmd, key, value)
+        started = cmd.started_at is not None
+        if index is not None:
+            out[index] = command_public(cmd)
+    return out

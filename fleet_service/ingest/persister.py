@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col, select
 
 from fleet_service.commands.models import Command
-from fleet_service.commands.state import apply_result
+from fleet_service.commands.state import apply_results
 from fleet_service.db.bulk import execute_rows, insert_rows, one_of
 from fleet_service.db.core import table_of
 from fleet_service.devices.models import Device, LogRecord, device_status
@@ -87,6 +87,7 @@ class _Write:
     clock: telemetry_path.ClockWindow = telemetry_path.CLOCK
     restamped: int = 0
     commands: dict[str, Command] = field(default_factory=dict)  # the commands this batch reports on, read at once
+    reports: list[tuple[str, CommandResult, int]] = field(default_factory=list)  # (unit, report, received), in order
 
 
 class Persister:
@@ -193,7 +194,7 @@ class Persister:
                     if state is not None:
                         if kind is Kind.CMD_RESULT:
                             state.values["last_seen"] = msg.received_ms
-                            outcomes.extend(_report(conn, device_id, payload, msg.received_ms, write))
+                            write.reports.append((device_id, payload, msg.received_ms))
                         else:
                             events = _TELEMETRY[kind](state, payload, msg.received_ms, write)
                             outcomes.extend(Outcome(t, device_id, data) for t, data in events)
@@ -206,6 +207,7 @@ class Persister:
                         )
                         continue
                     persisted[kind.value] += 1
+            outcomes.extend(_apply_reports(conn, write))
             if write.logs:
                 self._insert_logs(session, write)
             rollups.store(session, write.samples)  # raw rows, and the rollups of those not stored before
@@ -266,9 +268,10 @@ class Persister:
         write.restamped += state.restamped
         return [Outcome(t, device.id, data) for t, data in events]
 
-    def _result(self, conn, device: Device, res: CommandResult, msg: Inbound, write: _Write) -> list[Outcome]:
+    def _result(self, _conn, device: Device, res: CommandResult, msg: Inbound, write: _Write) -> list[Outcome]:
         device.last_seen = msg.received_ms
-        return _report(conn, device.id, res, msg.received_ms, write)
+        write.reports.append((device.id, res, msg.received_ms))  # applied with the batch's others (_apply_reports)
+        return []
 
     def _config(self, _session, device: Device, rep: ConfigReported, msg: Inbound, write: _Write) -> list[Outcome]:
         device.last_seen = msg.received_ms
@@ -309,15 +312,24 @@ def _commands_read(dialect: str) -> Any:
     return core_select(table).where(one_of(dialect, table.c.id, "ids"))
 
 
-def _report(conn: Connection, device_id: str, res: CommandResult, received_ms: int, write: _Write) -> list[Outcome]:
-    cmd = write.commands.get(res.id)
-    if cmd is None or cmd.device_id != device_id:
-        write.drops.append(("unknown_command", device_id, f"result for unknown command {res.id}"))
-        write.acks.rejected(device_id, res.ack_id, f"unknown command {res.id}")
-        return []
-    event = apply_result(conn, cmd, res, received_ms)
-    write.acks.stored(device_id, res.ack_id)  # a duplicate or superseded status is stored as far as it matters
-    return [Outcome("command", device_id, event)] if event else []
+def _apply_reports(conn: Connection, write: _Write) -> list[Outcome]:
+    """The batch's command reports, each command's together and in arrival order (`apply_results`)."""
+    by_command: dict[str, list[tuple[str, CommandResult, int]]] = {}
+    for device_id, res, received_ms in write.reports:
+        cmd = write.commands.get(res.id)
+        if cmd is None or cmd.device_id != device_id:
+            write.drops.append(("unknown_command", device_id, f"result for unknown command {res.id}"))
+            write.acks.rejected(device_id, res.ack_id, f"unknown command {res.id}")
+            continue
+        by_command.setdefault(res.id, []).append((device_id, res, received_ms))
+    outcomes: list[Outcome] = []
+    for command_id, reports in by_command.items():
+        events = apply_results(conn, write.commands[command_id], [(res, received) for _, res, received in reports])
+        for (device_id, res, _), event in zip(reports, events, strict=True):
+            write.acks.stored(device_id, res.ack_id)  # a duplicate or superseded status is stored as far as it matters
+            if event:
+                outcomes.append(Outcome("command", device_id, event))
+    return outcomes
 
 
 @lru_cache(maxsize=2)
