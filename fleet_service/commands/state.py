@@ -179,23 +179,7 @@ def apply_result(db: Session | Connection, cmd: Command, res: CommandResult, now
     """Record a unit's report (rules in the module docstring); the public command when it changed, else None.
 
     `cmd` is the command as last read: an ORM row, or one built from a plain read (ingest)."""
-    conn = _connection(db)
-    changed = False
-    for _ in range(MAX_ROUNDS):
-        if not supersedes(res.status, cmd.status):
-            break
-        if cmd.status == "queued":  # the unit answered before we marked it sent: it evidently got it
-            moved = _move(conn, cmd, "sent", now)
-        else:
-            moved = _move(conn, cmd, res.status, now, _reported(res))
-            if moved:
-                return command_public(cmd)
-        changed = changed or moved
-        if not moved and not _reread(conn, cmd):
-            return None
-    else:
-        log.warning("command %s: %s not applied after %d lost races", cmd.id, res.status, MAX_ROUNDS)
-    return command_public(cmd) if changed else None
+    return apply_results(db, cmd, [(res, now)])[0]
 
 
 Report = tuple[CommandResult, int]  # a unit's report and when it was received
@@ -203,23 +187,24 @@ _Step = tuple[int | None, str, int, dict[str, Any]]  # (the report it answers, o
 
 
 def apply_results(db: Session | Connection, cmd: Command, reports: Sequence[Report]) -> list[dict[str, Any] | None]:
-    """Several reports of one command, in the order they arrived; per report, what `apply_result` would return.
+    """Reports on one command, in the order they arrived; per report, the public command when it changed it.
 
     A unit sends accepted, running and its result within milliseconds, so one ingest batch often holds all of
-    them. When nobody else moved the command since it was read, they are ONE compare-and-set to the last status
-    that records an event for every status on the way (the rules are the same: the steps are planned with
-    `supersedes`, as one report after another would take them). When another writer got there first, each report
-    is applied on its own, as above."""
+    them. They are planned as one report after another would move the command (`supersedes`; `queued` first
+    becomes `sent`: the unit evidently got it) and written as ONE compare-and-set to the last status that
+    records an event for every status on the way. When another writer moved the command since it was read, it
+    is read again and the rest planned afresh from there; every lost round follows a committed move forward."""
     conn = _connection(db)
-    if len(reports) > 1:
+    for _ in range(MAX_ROUNDS):
         steps = _plan(cmd, reports)
         if not steps:
             return [None] * len(reports)
         if _move_many(conn, cmd, steps):
             return _snapshots(cmd, steps, len(reports))
         if not _reread(conn, cmd):
-            return [None] * len(reports)
-    return [apply_result(conn, cmd, res, now) for res, now in reports]
+            return [None] * len(reports)  # the command is gone (its unit was removed)
+    log.warning("command %s: %d reports not applied after %d lost races", cmd.id, len(reports), MAX_ROUNDS)
+    return [None] * len(reports)
 
 
 def _plan(cmd: Command, reports: Sequence[Report]) -> list[_Step]:
@@ -247,7 +232,10 @@ def _step_values(status: str, now: int, extra: dict[str, Any], started: bool) ->
 
 def _move_many(conn: Connection, cmd: Command, steps: list[_Step]) -> bool:
     """Every step's columns in one compare-and-set (later steps win, as they would one after another), and one
-    event per step, in order."""
+    event per step, in order. `cmd` itself is updated by `_snapshots` afterwards (or by `_move` for one step)."""
+    if len(steps) == 1:
+        _, status, now, extra = steps[0]
+        return _move(conn, cmd, status, now, extra)
     values: dict[str, Any] = {}
     started = cmd.started_at is not None
     for _, status, now, extra in steps:

@@ -176,7 +176,11 @@ class Persister:
             # Units that sent only telemetry and command reports take the narrow path; the others keep every
             # message on ORM rows.
             orm_ids = {device_id for device_id, kind, *_ in items if kind not in NARROW_KINDS}
-            states = telemetry_path.load_states(session, ids - orm_ids)
+            # A unit that sent only command reports is not read: its reports find their commands (which name
+            # their unit), and all it gets written is `last_seen`. One round trip less on a command's way back.
+            report_only = ids - {device_id for device_id, kind, *_ in items if kind is not Kind.CMD_RESULT}
+            states = telemetry_path.load_states(session, ids - orm_ids - report_only)
+            states.update((unit, telemetry_path.UnitState(unit, True, "")) for unit in report_only)
             devices = (
                 {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(orm_ids))).all()}
                 if orm_ids

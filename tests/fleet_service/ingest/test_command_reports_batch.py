@@ -13,6 +13,7 @@ from fleet_service.commands.models import Command, CommandEvent
 from fleet_service.commands.state import apply_results, transition
 from fleet_service.commands.writes import mark_sent
 from fleet_service.devices.enrollment import enroll
+from fleet_service.devices.models import Device
 from fleet_service.ingest.badlog import BadMessageLog
 from fleet_service.ingest.persister import Inbound, Persister
 from fleet_service.prometheus import Registry
@@ -114,3 +115,31 @@ def test_another_writer_between_the_read_and_the_write_falls_back_to_one_report_
     assert changed[0] is None and changed[1] is not None and changed[1]["status"] == "succeeded"
     assert [s for s, _ in history(engine, cmd_id)] == ["queued", "sent", "accepted", "timed_out", "succeeded"]
     assert (stored(engine, cmd_id).status, stored(engine, cmd_id).output) == ("succeeded", "late")
+
+
+def test_reports_naming_another_units_command_or_from_no_unit_change_nothing(engine):
+    enroll(engine, UNIT)
+    enroll(engine, "batch-other")
+    cmd_id = new_command(engine, sent=True)
+    t = now_ms()
+    forged = [
+        Inbound(topic(unit, Kind.CMD_RESULT), json.dumps(body).encode(), t)
+        for unit, body in [
+            ("batch-other", {"v": 1, "id": cmd_id, "status": "succeeded", "ts": t, "ack_id": "o1"}),
+            ("ghost-unit", {"v": 1, "id": cmd_id, "status": "failed", "ts": t, "ack_id": "g1"}),
+        ]
+    ]
+    registry = Registry()
+    badlog = BadMessageLog(registry)
+    done = Persister(engine, registry, badlog).persist(forged)
+
+    assert [s for s, _ in history(engine, cmd_id)] == ["queued", "sent"]
+    assert stored(engine, cmd_id).status == "sent"
+    assert not [o for o in done.outcomes if o.type == "command"]
+    assert {u: a.rejected for u, a in done.acks.units.items()} == {
+        "batch-other": {"o1": f"unknown command {cmd_id}"},
+        "ghost-unit": {"g1": f"unknown command {cmd_id}"},
+    }
+    assert 'reason="unknown_command"} 2' in registry.render()
+    with Session(engine) as s:
+        assert s.get(Device, "ghost-unit") is None
