@@ -327,7 +327,7 @@ def _apply_reports(conn: Connection, write: _Write) -> list[Outcome]:
             continue
         by_command.setdefault(res.id, []).append((device_id, res, received_ms))
     outcomes: list[Outcome] = []
-    for command_id, reports in by_command.items():
+    for command_id, reports in sorted(by_command.items()):  # one lock order for every writer: no deadlocks
         events = apply_results(conn, write.commands[command_id], [(res, received) for _, res, received in reports])
         for (device_id, res, _), event in zip(reports, events, strict=True):
             write.acks.stored(device_id, res.ack_id)  # a duplicate or superseded status is stored as far as it matters
