@@ -63,6 +63,7 @@ class SimUnit(CommandHandling):
         self._outbox: deque[tuple[str, bytes, bool]] = deque()
         self._work = asyncio.Lock()
         self._pending: set[asyncio.Task] = set()
+        self._ticker: asyncio.Task | None = None  # heartbeats, metrics and logs of the current connection
 
     # Lifecycle ------------------------------------------------------------------------------------------
 
@@ -100,6 +101,10 @@ class SimUnit(CommandHandling):
     async def _go_offline(self, timeout: float) -> None:
         """Publish offline for the current session, then leave the connection with DISCONNECT (no Will)."""
         client = self._client
+        if self._ticker is not None:
+            # Nothing after the last word: a heartbeat sent while the offline message waits for its PUBACK
+            # would arrive after it, and the service takes a heartbeat from an offline unit as a sign of life.
+            self._ticker.cancel()
         if client is not None and self.connected.is_set():
             death = json.dumps({"v": 1, "online": False, "session": self.session, "ts": now_ms()}).encode()
             try:
@@ -155,7 +160,7 @@ class SimUnit(CommandHandling):
                 async with self._make_client() as client:
                     self._client = client
                     await self._on_connected(client)
-                    ticker = asyncio.create_task(self._tick(client), name=f"sim-tick-{self.id}")
+                    ticker = self._ticker = asyncio.create_task(self._tick(client), name=f"sim-tick-{self.id}")
                     try:
                         async for message in client.messages:
                             self._on_message(message)

@@ -246,8 +246,14 @@ def test_fleet_simulate_enrolls_through_the_api_and_stops_cleanly(fleet, tmp_pat
             proc.wait()
     assert proc.returncode == 0, output
     assert "stopped" in output
-    devices = {d["id"]: d for d in fleet.api.get("/api/devices").json()["items"]}
-    assert all(not devices[i]["online"] and devices[i]["offline_reason"] == "disconnected" for i in unit_ids("cli", 3))
+
+    def all_disconnected() -> bool:  # the units' last words are ingested like any message: moments after the exit
+        devices = {d["id"]: d for d in fleet.api.get("/api/devices").json()["items"]}
+        return all(
+            not devices[i]["online"] and devices[i]["offline_reason"] == "disconnected" for i in unit_ids("cli", 3)
+        )
+
+    wait_for(all_disconnected, timeout=10, what="the three units offline, disconnected")
 
 
 def test_database_enrollment_is_cached_and_reused(tmp_path):
