@@ -14,14 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlmodel import Session, select
 
-from fleet_service.commands.dispatch import Dispatcher, build, store_new
+from fleet_service.commands.dispatch import Dispatcher
 from fleet_service.commands.models import Command, CommandEvent
 from fleet_service.commands.state import FINAL, apply_result, rank, transition
-from fleet_service.commands.writes import mark_sent
 from fleet_service.devices.enrollment import enroll, revoke
 from protocol.ids import now_ms
 from protocol.payloads import CommandResult, encode
 from protocol.topics import Kind, topic
+from tests.fleet_service.commands import stored as stored_commands
+from tests.fleet_service.commands.stored import stored
 from tests.fleet_service.control_support import Responder, silent
 from tests.support.managed_mosquitto import accepts, settings_overrides, start_managed_mosquitto
 from tests.support.services import wait_for
@@ -51,13 +52,7 @@ def pong(cmd_id: str, status: str) -> CommandResult:
 
 
 def new_command(engine, *, sent: bool = True, timeout_s: int | None = None) -> str:
-    cmd = build(DEVICE, "ping", {}, timeout_s=timeout_s)
-    with Session(engine, expire_on_commit=False) as s:
-        store_new(s, cmd)
-        s.commit()
-    if sent:
-        assert mark_sent(engine, cmd.id, now_ms())
-    return cmd.id
+    return stored_commands.new_command(engine, DEVICE, sent=sent, timeout_s=timeout_s)
 
 
 def apply_as_replica(engine, res: CommandResult, ready: threading.Barrier | None = None) -> dict | None:
@@ -75,11 +70,6 @@ def history(engine, cmd_id: str) -> list[str]:
     with Session(engine) as s:
         q = select(CommandEvent.status).where(CommandEvent.command_id == cmd_id).order_by(CommandEvent.id)
         return list(s.exec(q).all())
-
-
-def stored(engine, cmd_id: str) -> Command:
-    with Session(engine, expire_on_commit=False) as s:
-        return s.get(Command, cmd_id)
 
 
 def test_results_split_over_two_racing_replicas_all_land(engine):

@@ -8,10 +8,8 @@ import json
 
 from sqlmodel import Session, select
 
-from fleet_service.commands.dispatch import build, store_new
 from fleet_service.commands.models import Command, CommandEvent
 from fleet_service.commands.state import apply_results, transition
-from fleet_service.commands.writes import mark_sent
 from fleet_service.devices.enrollment import enroll
 from fleet_service.devices.models import Device
 from fleet_service.ingest.badlog import BadMessageLog
@@ -20,18 +18,9 @@ from fleet_service.prometheus import Registry
 from protocol.ids import now_ms
 from protocol.payloads import CommandResult
 from protocol.topics import Kind, topic
+from tests.fleet_service.commands.stored import new_command, stored
 
 UNIT = "batch-unit"
-
-
-def new_command(engine, *, sent: bool) -> str:
-    cmd = build(UNIT, "ping", {})
-    with Session(engine, expire_on_commit=False) as s:
-        store_new(s, cmd)
-        s.commit()
-    if sent:
-        assert mark_sent(engine, cmd.id, now_ms())
-    return cmd.id
 
 
 def result(cmd_id: str, status: str, received: int, ack: str) -> Inbound:
@@ -47,13 +36,6 @@ def history(engine, cmd_id: str) -> list[tuple[str, int]]:
         return [(status, ts) for status, ts in s.exec(q.order_by(CommandEvent.id)).all()]
 
 
-def stored(engine, cmd_id: str) -> Command:
-    with Session(engine) as s:
-        cmd = s.get(Command, cmd_id)
-        assert cmd is not None
-        return cmd
-
-
 def persist(engine, batch: list[Inbound]):
     registry = Registry()
     return Persister(engine, registry, BadMessageLog(registry)).persist(batch)
@@ -61,7 +43,7 @@ def persist(engine, batch: list[Inbound]):
 
 def test_three_reports_in_one_batch_before_the_command_was_marked_sent(engine):
     enroll(engine, UNIT)
-    cmd_id = new_command(engine, sent=False)  # the unit answered before the service marked it sent
+    cmd_id = new_command(engine, UNIT, sent=False)  # the unit answered before the service marked it sent
     t = now_ms()
     done = persist(
         engine, [result(cmd_id, s, t + i, f"a{i}") for i, s in enumerate(("accepted", "running", "succeeded"))]
@@ -81,7 +63,7 @@ def test_three_reports_in_one_batch_before_the_command_was_marked_sent(engine):
 
 def test_scrambled_and_repeated_reports_in_one_batch_keep_the_first_final_answer(engine):
     enroll(engine, UNIT)
-    cmd_id = new_command(engine, sent=True)
+    cmd_id = new_command(engine, UNIT, sent=True)
     t = now_ms()
     order = ("succeeded", "accepted", "running", "succeeded", "failed")
     done = persist(engine, [result(cmd_id, s, t + i, f"b{i}") for i, s in enumerate(order)])
@@ -96,7 +78,7 @@ def test_scrambled_and_repeated_reports_in_one_batch_keep_the_first_final_answer
 
 def test_another_writer_between_the_read_and_the_write_falls_back_to_one_report_at_a_time(engine):
     enroll(engine, UNIT)
-    cmd_id = new_command(engine, sent=True)
+    cmd_id = new_command(engine, UNIT, sent=True)
     t = now_ms()
     with Session(engine, expire_on_commit=False) as reader:
         stale = reader.get(Command, cmd_id)  # read as `sent`
@@ -120,7 +102,7 @@ def test_another_writer_between_the_read_and_the_write_falls_back_to_one_report_
 def test_reports_naming_another_units_command_or_from_no_unit_change_nothing(engine):
     enroll(engine, UNIT)
     enroll(engine, "batch-other")
-    cmd_id = new_command(engine, sent=True)
+    cmd_id = new_command(engine, UNIT, sent=True)
     t = now_ms()
     forged = [
         Inbound(topic(unit, Kind.CMD_RESULT), json.dumps(body).encode(), t)
