@@ -129,7 +129,7 @@ def create_app(settings: ServiceSettings, engine: Engine, broker: EmbeddedBroker
     app.state.forward_streams = PerIdentityLimit(settings.forward_streams_per_identity)
     app.state.proxy_pool = Pool()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(AuditMiddleware, engine=engine)
+    app.add_middleware(AuditMiddleware, engine=engine, loop_db=app.state.ctx.loop_db)
     _install_limits_and_errors(app)
     app.add_middleware(SecurityHeadersMiddleware)  # every answer of ours, errors and the dashboard's included
     app.state.unit_origins = UnitOrigins(settings.proxy_origin)

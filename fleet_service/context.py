@@ -18,6 +18,7 @@ from fleet_service.broker_link.base import BrokerLink
 from fleet_service.broker_link.embedded import EmbeddedLink
 from fleet_service.broker_link.mqtt import MqttLink
 from fleet_service.commands.dispatch import Dispatcher
+from fleet_service.db.on_loop import LoopDatabase
 from fleet_service.devices.presence import count_online, run_presence_sweeper
 from fleet_service.devices.retention import Keep, run_retention
 from fleet_service.ingest.budget import UnitBudgets
@@ -73,6 +74,7 @@ class ServiceContext:
     mosquitto: MosquittoManager | None = None  # a Mosquitto whose password/ACL files this service manages
     plugin_auth: PluginCredentials | None = None  # ... or whose dynamic security plugin holds the units' passwords
     broker_auth: BrokerAuth | None = None  # answers clustered brokers' auth calls (FLEET_BROKER_AUTH_TOKEN set)
+    loop_db: LoopDatabase | None = None  # PostgreSQL: statements the event loop awaits itself (db/on_loop.py)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
@@ -120,7 +122,8 @@ class ServiceContext:
                 on_message,
                 registry,
             )
-        dispatcher = Dispatcher(engine, link, bus)
+        loop_db = LoopDatabase.beside(engine)  # PostgreSQL: one-statement work on a request's path, awaited
+        dispatcher = Dispatcher(engine, link, bus, loop_db)
         if broker is None:
             event_relay = EventRelay(bus, link.publish, registry, relay_name(settings.replica_id))
             bus.taps.append(event_relay.tap)
@@ -150,7 +153,7 @@ class ServiceContext:
             creds = plugin_auth
             registry.gauge_callback("fleet_mosquitto_sync_failures_total", lambda: creds.failures)
             registry.gauge_callback("fleet_mosquitto_units_need_rotate", lambda: len(creds.need_rotate))
-        auth = Authenticator(engine, settings.admin_token)
+        auth = Authenticator(engine, settings.admin_token, loop_db=loop_db)
         broker_auth = None
         if settings.broker_auth_token is not None:
             broker_auth = BrokerAuth(
@@ -211,6 +214,7 @@ class ServiceContext:
             mosquitto=mosquitto,
             plugin_auth=plugin_auth,
             broker_auth=broker_auth,
+            loop_db=loop_db,
         )
         ingest.listeners.append(ctx._on_outcome)
         ingest.listeners.append(rollouts.on_outcome)
@@ -309,4 +313,6 @@ class ServiceContext:
             await self.turn.aclose()
         if self.ingest.processes is not None:
             await asyncio.to_thread(self.ingest.processes.close)
+        if self.loop_db is not None:
+            await self.loop_db.dispose()
         self.engine.dispose()

@@ -68,7 +68,7 @@ async def authenticate(conn: HTTPConnection, ctx: ServiceContext) -> Identity | 
         ip = source_ip(conn)
         with ctx.limits.per_source.attempt(ip) if ctx.limits is not None else nullcontext() as attempt:
             if scheme == "bearer":
-                identity = await asyncio.to_thread(ctx.auth.bearer, value.strip())
+                identity = await ctx.auth.bearer_on_loop(value.strip())
                 who = "an API token"
             else:
                 try:

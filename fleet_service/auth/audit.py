@@ -19,9 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet_service.auth.models import AuditEntry
 from fleet_service.db.core import table_of
+from fleet_service.db.on_loop import LoopDatabase, LoopStatement
 from protocol.ids import now_ms
 
-__all__ = ["AUDITED_METHODS", "AuditMiddleware", "record"]
+__all__ = ["AUDITED_METHODS", "AuditMiddleware", "record", "record_on_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +36,28 @@ UNAUTHENTICATED_METRIC = "fleet_http_unauthenticated_changes_total"
 TARGET_PARAMS = ("channel_id", "command_id", "token_id", "claim_id", "username", "rollout_id", "group_id", "device_id")
 
 
-def record(
-    engine: Engine,
-    *,
-    actor: str,
-    role: str,
-    method: str,
-    route: str,
-    path: str,
-    target: str,
-    status: int,
-    source_ip: str,
-) -> None:
-    row = {
+def record(engine: Engine, **fields: Any) -> None:
+    """Store one audit row (`_row` names the fields), committed on its own."""
+    # One statement: on PostgreSQL in autocommit (no BEGIN and COMMIT round trips; a single INSERT is atomic).
+    autocommit = engine.dialect.name == "postgresql"
+    with engine.connect() as conn:
+        if autocommit:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(_INSERT, _row(**fields))
+        if not autocommit:
+            conn.commit()
+
+
+async def record_on_loop(db: LoopDatabase, **fields: Any) -> None:
+    """`record` on PostgreSQL, awaited by the event loop: every state-changing call waits for it before its
+    answer, so it takes no worker thread."""
+    await db.run(_LOOP_INSERT, _row(**fields))
+
+
+def _row(
+    *, actor: str, role: str, method: str, route: str, path: str, target: str, status: int, source_ip: str
+) -> dict[str, Any]:
+    return {
         "ts": now_ms(),
         "actor": actor[:120],
         "role": role[:16],
@@ -58,18 +68,11 @@ def record(
         "status": status,
         "source_ip": source_ip[:64],
     }
-    # One statement, committed on its own: on PostgreSQL in autocommit (no BEGIN and COMMIT round trips; a
-    # single INSERT is atomic), since every state-changing call waits for it before its answer.
-    autocommit = engine.dialect.name == "postgresql"
-    with engine.connect() as conn:
-        if autocommit:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        conn.execute(_INSERT, row)
-        if not autocommit:
-            conn.commit()
 
 
 _INSERT = insert(table_of(AuditEntry))  # built once: building a statement per call costs more CPU than sending it
+_COLUMNS = ["ts", "actor", "role", "method", "route", "path", "target", "status", "source_ip"]  # those of _row
+_LOOP_INSERT = LoopStatement(_INSERT, _COLUMNS)
 
 
 def _target(state: dict[str, Any], params: dict[str, Any]) -> str:
@@ -104,9 +107,10 @@ class AuditMiddleware:
     the id in an enrollment body); `identify` leaves `request.state.identity`.
     """
 
-    def __init__(self, app: ASGIApp, engine: Engine) -> None:
+    def __init__(self, app: ASGIApp, engine: Engine, loop_db: LoopDatabase | None = None) -> None:
         self.app = app
         self.engine = engine
+        self.loop_db = loop_db  # PostgreSQL: the row is written by the event loop, not a worker thread
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -140,18 +144,20 @@ class AuditMiddleware:
         source_ip = client[0] if client else ""
         if identity is None and not _unauthenticated_within_budget(scope, route, status, source_ip):
             return
+        fields = {
+            "actor": identity.label if identity else "anonymous",
+            "role": identity.role if identity else "",
+            "method": scope["method"],
+            "route": route,
+            "path": scope["path"],
+            "target": _target(state, scope.get("path_params") or {}),
+            "status": status,
+            "source_ip": source_ip,
+        }
         try:
-            await asyncio.to_thread(
-                record,
-                self.engine,
-                actor=identity.label if identity else "anonymous",
-                role=identity.role if identity else "",
-                method=scope["method"],
-                route=route,
-                path=scope["path"],
-                target=_target(state, scope.get("path_params") or {}),
-                status=status,
-                source_ip=source_ip,
-            )
+            if self.loop_db is not None:
+                await record_on_loop(self.loop_db, **fields)
+            else:
+                await asyncio.to_thread(record, self.engine, **fields)
         except SQLAlchemyError as exc:  # the database may be down; the call itself already happened
             log.warning("audit entry for %s %s not stored: %s", scope["method"], scope["path"], type(exc).__name__)

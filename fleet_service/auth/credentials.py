@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -9,11 +10,16 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam
+from sqlalchemy import select as select_columns
+from sqlalchemy.engine import Engine, Row
 from sqlmodel import Session, select
 
 from fleet_service.auth.models import ApiToken
+from fleet_service.db.core import table_of
+from fleet_service.db.on_loop import LoopDatabase, LoopStatement
 from fleet_service.devices.models import Device
 from protocol.ids import now_ms
 from protocol.secrets import PASSWORD_COST, Cost, fingerprint, hash_secret, verify_secret
@@ -47,6 +53,16 @@ class Identity:
     @property
     def label(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+_TOKEN_ROW = select_columns(table_of(ApiToken)).where(table_of(ApiToken).c.fingerprint == bindparam("fp"))
+_LOOP_TOKEN_ROW = LoopStatement(_TOKEN_ROW)
+
+
+def _token_identity(row: Row[Any] | None, fp: str) -> Identity | None:
+    if row is None or row.revoked or not hmac.compare_digest(row.fingerprint, fp):
+        return None
+    return Identity("token", row.name or row.id, row.role)
 
 
 def new_token() -> str:
@@ -83,8 +99,15 @@ class Authenticator:
     stored hash it matched, which every request reads again (one primary-key lookup): a unit deleted or re-keyed
     on any replica is refused on every replica at once, and the slow hash still runs once per secret."""
 
-    def __init__(self, engine: Engine, bootstrap_admin_token: str | None, cache_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        bootstrap_admin_token: str | None,
+        cache_s: float = 300.0,
+        loop_db: LoopDatabase | None = None,
+    ) -> None:
         self._engine = engine
+        self._loop_db = loop_db  # PostgreSQL: a token is looked up by the event loop, not a worker thread
         self._bootstrap = fingerprint(bootstrap_admin_token) if bootstrap_admin_token else None
         self._cache_s = cache_s
         # device id -> (sha256 of the secret, the stored secret_hash it was verified against, expiry)
@@ -93,15 +116,30 @@ class Authenticator:
 
     def bearer(self, token: str) -> Identity | None:
         fp = fingerprint(token)
-        if self._bootstrap and hmac.compare_digest(fp, self._bootstrap):
-            return Identity("bootstrap", "admin", "admin")
-        if not token.startswith(TOKEN_PREFIX):
-            return None
-        with Session(self._engine) as s:
-            row = s.exec(select(ApiToken).where(ApiToken.fingerprint == fp)).first()
-            if row is None or row.revoked or not hmac.compare_digest(row.fingerprint, fp):
-                return None
-            return Identity("token", row.name or row.id, row.role)
+        if not self._needs_lookup(token, fp):
+            return self._without_lookup(fp)
+        with self._engine.connect() as conn:
+            return _token_identity(conn.execute(_TOKEN_ROW, {"fp": fp}).first(), fp)
+
+    async def bearer_on_loop(self, token: str) -> Identity | None:
+        """`bearer` for a request: on PostgreSQL the token's row is read by the event loop."""
+        if self._loop_db is None:
+            return await asyncio.to_thread(self.bearer, token)
+        fp = fingerprint(token)
+        if not self._needs_lookup(token, fp):
+            return self._without_lookup(fp)
+        rows = (await self._loop_db.run(_LOOP_TOKEN_ROW, {"fp": fp})).rows
+        return _token_identity(rows[0] if rows else None, fp)
+
+    def _needs_lookup(self, token: str, fp: str) -> bool:
+        """False for the bootstrap token and for what is no API token at all (no database read for either)."""
+        return token.startswith(TOKEN_PREFIX) and not self._is_bootstrap(fp)
+
+    def _without_lookup(self, fp: str) -> Identity | None:
+        return Identity("bootstrap", "admin", "admin") if self._is_bootstrap(fp) else None
+
+    def _is_bootstrap(self, fp: str) -> bool:
+        return self._bootstrap is not None and hmac.compare_digest(fp, self._bootstrap)
 
     def device(self, device_id: str, secret: str, *, verify: bool = True) -> Identity | None:
         """The unit for these credentials, or None. With `verify=False` only a cached verification counts: no slow

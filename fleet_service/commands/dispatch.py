@@ -14,8 +14,9 @@ from sqlmodel import Session, col, select
 from fleet_service.broker_link.base import BrokerLink, BrokerUnavailable
 from fleet_service.commands.models import Command, CommandEvent, command_public
 from fleet_service.commands.state import FINAL, PENDING, TAKEN, transition
-from fleet_service.commands.writes import mark_sent, store_for_unit
+from fleet_service.commands.writes import mark_sent, mark_sent_on_loop, store_for_unit, store_for_unit_on_loop
 from fleet_service.db.engine import once_more_on_disconnect
+from fleet_service.db.on_loop import LoopDatabase
 from fleet_service.errors import Conflict, Invalid, NotFound
 from fleet_service.live.bus import EventBus
 from protocol.ids import new_id, now_ms
@@ -107,8 +108,9 @@ def store_new(session: Session, cmd: Command) -> None:
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, link: BrokerLink, bus: EventBus) -> None:
+    def __init__(self, engine: Engine, link: BrokerLink, bus: EventBus, loop_db: LoopDatabase | None = None) -> None:
         self._engine = engine
+        self._loop_db = loop_db  # PostgreSQL: a command's two writes are awaited by the loop, not a worker thread
         self._link = link
         self._bus = bus
         self.listeners: list[ChangeListener] = []  # told of every status change made here (not by ingest)
@@ -142,15 +144,19 @@ class Dispatcher:
         cmd = build(
             device_id, name, args, ttl_s=ttl_s, timeout_s=timeout_s, created_by=created_by, rollout_id=rollout_id
         )
-        await asyncio.to_thread(self._store_new, cmd)
+        if self._loop_db is not None:
+            stored = await store_for_unit_on_loop(self._loop_db, cmd)
+        else:
+            stored = await asyncio.to_thread(self._store_new, cmd)
+        if not stored:  # the unit's existence is checked by the same write
+            raise NotFound(f"no unit with id {cmd.device_id!r}")
         self.changed(cmd)
         await self.send(cmd)
         return cmd
 
-    def _store_new(self, cmd: Command) -> None:
-        """Store the command and its first event; the unit's existence is checked by the same write (NotFound)."""
-        if not once_more_on_disconnect(lambda: store_for_unit(self._engine, cmd)):
-            raise NotFound(f"no unit with id {cmd.device_id!r}")
+    def _store_new(self, cmd: Command) -> bool:
+        """Store the command and its first event; False (nothing stored) when its unit does not exist."""
+        return once_more_on_disconnect(lambda: store_for_unit(self._engine, cmd))
 
     async def send(self, cmd: Command) -> None:
         """Publish a stored command and mark it `sent`; without a broker it stays `queued` (sent again later)."""
@@ -160,7 +166,11 @@ class Dispatcher:
             log.info("command %s stays queued: %s", cmd.id, exc)
             return
         now = now_ms()
-        if await asyncio.to_thread(self._mark_sent, cmd.id, now):
+        if self._loop_db is not None:
+            marked = await mark_sent_on_loop(self._loop_db, cmd.id, now)
+        else:
+            marked = await asyncio.to_thread(self._mark_sent, cmd.id, now)
+        if marked:
             cmd.status, cmd.updated_at = "sent", now
             self.changed(cmd)
 

@@ -63,7 +63,7 @@ def test_a_command_is_stored_right_after_the_database_dropped_every_connection(p
         warm(engine)
         assert kill_connections(postgres_url) >= 1
         cmd = build("u1", "ping", {})
-        dispatcher._store_new(cmd)  # a dead pooled connection used at once: retried once on a new one
+        assert dispatcher._store_new(cmd)  # a dead pooled connection used at once: retried once on a new one
         assert dispatcher._mark_sent(cmd.id, 5)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT status FROM command WHERE id = :i"), {"i": cmd.id}).scalar_one() == "sent"
