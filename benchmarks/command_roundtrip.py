@@ -6,8 +6,9 @@ Starts its own parts: a fresh PostgreSQL database and Mosquitto (or `fleet up` w
 SQLite), the service as a process, and `fleet simulate` with units that finish a command at once
 (`--command-seconds 0`: accepted, running, succeeded right away). One command at a time:
 
-- API: `POST /api/devices/{id}/commands {"name": "ping"}` until the `succeeded` event of that command arrives on
-  `GET /api/events` (the service stored it, published it, the unit answered, the service committed the result);
+- API: `POST /api/devices/{id}/commands {"name": "ping"}` with an operator API token (as an integration calls)
+  until the `succeeded` event of that command arrives on `GET /api/events` (the service stored it, published it,
+  the unit answered, the service committed the result);
 - raw MQTT: a service-account client publishes the same kind of command (QoS 1) on the unit's `cmd` topic and
   waits for the unit's `succeeded` on `cmd/result`, on the same broker, with no service in the path;
 - one commit: a one-row insert + COMMIT on the same database.
@@ -83,8 +84,20 @@ class Arrivals:
             return self._times.get((command_id, status))
 
 
-def follow_events(base: str, arrivals: Arrivals, ready: threading.Event, stop: threading.Event) -> None:
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+def operator_token(base: str) -> str:
+    """An operator API token, made once with the bootstrap admin token: the API calls below are checked the way an
+    integration's are (the token's row read on every call), not by the bootstrap token's shortcut."""
+    r = httpx.post(
+        f"{base}/api/tokens",
+        json={"role": "operator", "name": "command-roundtrip"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    r.raise_for_status()
+    return r.json()["token"]
+
+
+def follow_events(base: str, token: str, arrivals: Arrivals, ready: threading.Event, stop: threading.Event) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
     try:
         with httpx.stream(
             "GET",
@@ -104,13 +117,15 @@ def follow_events(base: str, arrivals: Arrivals, ready: threading.Event, stop: t
         return  # the service stopped
 
 
-def api_round_trips(base: str, ids: list[str], count: int, stages: dict[str, list[float]] | None = None) -> list[float]:
+def api_round_trips(
+    base: str, token: str, ids: list[str], count: int, stages: dict[str, list[float]] | None = None
+) -> list[float]:
     arrivals, ready, stop = Arrivals(), threading.Event(), threading.Event()
-    threading.Thread(target=follow_events, args=(base, arrivals, ready, stop), daemon=True).start()
+    threading.Thread(target=follow_events, args=(base, token, arrivals, ready, stop), daemon=True).start()
     if not ready.wait(10):
         raise SystemExit("the event stream did not start")
     out = []
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30) as api:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
         for n in range(count):
             start = time.perf_counter()
             r = api.post(f"/api/devices/{ids[n % len(ids)]}/commands", json={"name": "ping"})
@@ -250,9 +265,10 @@ def main() -> int:
             warm = max(10, args.commands // 10)
             raw_round_trips(mqtt_port, ids, warm)
             raw = raw_round_trips(mqtt_port, ids, args.commands)
-            api_round_trips(base, ids, warm)
+            token = operator_token(base)
+            api_round_trips(base, token, ids, warm)
             stages: dict[str, list[float]] = defaultdict(list)
-            via_api = api_round_trips(base, ids, args.commands, stages)
+            via_api = api_round_trips(base, token, ids, args.commands, stages)
             commits = commit_times(url, 200)
         finally:
             if sim is not None:
