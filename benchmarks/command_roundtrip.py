@@ -13,6 +13,8 @@ SQLite), the service as a process, and `fleet simulate` with units that finish a
   waits for the unit's `succeeded` on `cmd/result`, on the same broker, with no service in the path;
 - one commit: a one-row insert + COMMIT on the same database.
 
+The three take turns, one of each per command, so a slower moment of the machine weighs on all of them alike.
+
 Mosquitto runs with `set_tcp_nodelay true` and every client here disables Nagle: otherwise a small packet that
 follows an unacknowledged one waits for the peer's delayed ACK (~40 ms on Linux) and both round trips measure
 that timer rather than the fleet.
@@ -117,89 +119,119 @@ def follow_events(base: str, token: str, arrivals: Arrivals, ready: threading.Ev
         return  # the service stopped
 
 
-def api_round_trips(
-    base: str, token: str, ids: list[str], count: int, stages: dict[str, list[float]] | None = None
-) -> list[float]:
-    arrivals, ready, stop = Arrivals(), threading.Event(), threading.Event()
-    threading.Thread(target=follow_events, args=(base, token, arrivals, ready, stop), daemon=True).start()
-    if not ready.wait(10):
-        raise SystemExit("the event stream did not start")
-    out = []
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
-        for n in range(count):
-            start = time.perf_counter()
-            r = api.post(f"/api/devices/{ids[n % len(ids)]}/commands", json={"name": "ping"})
-            answered = time.perf_counter()
-            if r.status_code != 202:
-                raise SystemExit(f"POST commands: {r.status_code} {r.text[:200]}")
-            command_id = r.json()["id"]
-            out.append(arrivals.wait(command_id) - start)
-            if stages is not None:
-                stages["POST answered (202)"].append(answered - start)
-                for status in ("sent", "accepted", "running"):
-                    seen = arrivals.seen(command_id, status)
-                    if seen is not None:
-                        stages[f"'{status}' event"].append(seen - start)
-            time.sleep(0.01)
-    stop.set()
-    return out
+class ApiSide:
+    """POST a `ping` to a unit and wait for its `succeeded` event on the live stream."""
+
+    def __init__(self, base: str, token: str) -> None:
+        self.arrivals, ready, self._stop = Arrivals(), threading.Event(), threading.Event()
+        follow = (base, token, self.arrivals, ready, self._stop)
+        threading.Thread(target=follow_events, args=follow, daemon=True).start()
+        if not ready.wait(10):
+            raise SystemExit("the event stream did not start")
+        self._api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def one(self, unit: str, stages: dict[str, list[float]] | None = None) -> float:
+        start = time.perf_counter()
+        r = self._api.post(f"/api/devices/{unit}/commands", json={"name": "ping"})
+        answered = time.perf_counter()
+        if r.status_code != 202:
+            raise SystemExit(f"POST commands: {r.status_code} {r.text[:200]}")
+        command_id = r.json()["id"]
+        took = self.arrivals.wait(command_id) - start
+        if stages is not None:
+            stages["POST answered (202)"].append(answered - start)
+            for status in ("sent", "accepted", "running"):
+                seen = self.arrivals.seen(command_id, status)
+                if seen is not None:
+                    stages[f"'{status}' event"].append(seen - start)
+        return took
+
+    def close(self) -> None:
+        self._stop.set()
+        self._api.close()
 
 
-def raw_round_trips(port: int, ids: list[str], count: int) -> list[float]:
-    arrivals = Arrivals()
-    subscribed = threading.Event()
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{new_id()[:8]}", protocol=mqtt.MQTTv311
-    )
-    client.username_pw_set(SERVICE_USERNAME, SERVICE_SECRET)
-    results = [(topic(i, Kind.CMD_RESULT), 1) for i in ids]
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(results)
-    client.on_subscribe = lambda c, u, mid, rc, p: subscribed.set()
+class RawSide:
+    """Publish the same kind of command straight to the unit and wait for its `succeeded` on the broker."""
 
-    def on_message(c, u, m) -> None:
+    def __init__(self, port: int, ids: list[str]) -> None:
+        self.arrivals = Arrivals()
+        subscribed = threading.Event()
+        self._client = client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{new_id()[:8]}", protocol=mqtt.MQTTv311
+        )
+        client.username_pw_set(SERVICE_USERNAME, SERVICE_SECRET)
+        results = [(topic(i, Kind.CMD_RESULT), 1) for i in ids]
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe(results)
+        client.on_subscribe = lambda c, u, mid, rc, p: subscribed.set()
+        client.on_message = self._on_message
+        client.connect("127.0.0.1", port, keepalive=60)
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the service's link does
+        client.loop_start()
+        if not subscribed.wait(10):
+            raise SystemExit("the raw MQTT client could not subscribe")
+
+    def _on_message(self, _c, _u, m) -> None:
         data = json.loads(m.payload)
         if data.get("status") == "succeeded":
-            arrivals.record(data["id"])
+            self.arrivals.record(data["id"])
 
-    client.on_message = on_message
-    client.connect("127.0.0.1", port, keepalive=60)
-    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the service's link does
-    client.loop_start()
-    if not subscribed.wait(10):
-        raise SystemExit("the raw MQTT client could not subscribe")
-    out = []
-    try:
-        for n in range(count):
-            cmd_id = new_id()
-            body = json.dumps(
-                {"v": 1, "id": cmd_id, "name": "ping", "args": {}, "ts": now_ms(), "expires_at": now_ms() + 60_000}
-            ).encode()
-            start = time.perf_counter()
-            client.publish(topic(ids[n % len(ids)], Kind.CMD), body, qos=1)
-            out.append(arrivals.wait(cmd_id) - start)
-            time.sleep(0.01)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return out
+    def one(self, unit: str) -> float:
+        cmd_id = new_id()
+        body = json.dumps(
+            {"v": 1, "id": cmd_id, "name": "ping", "args": {}, "ts": now_ms(), "expires_at": now_ms() + 60_000}
+        ).encode()
+        start = time.perf_counter()
+        self._client.publish(topic(unit, Kind.CMD), body, qos=1)
+        return self.arrivals.wait(cmd_id) - start
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
 
-def commit_times(url: str, count: int) -> list[float]:
-    engine = make_engine(url)
-    out = []
-    with engine.connect() as conn:
-        for n in range(count):
-            start = time.perf_counter()
-            conn.execute(
-                text("INSERT INTO command_event (command_id, status, ts) VALUES (:c, 'sent', :t)"),
-                {"c": f"bench-{n}", "t": now_ms()},
-            )
-            conn.commit()
-            out.append(time.perf_counter() - start)
-        conn.execute(text("DELETE FROM command_event WHERE command_id LIKE 'bench-%'"))
-        conn.commit()
-    engine.dispose()
-    return out
+class CommitSide:
+    """A one-row insert and its COMMIT on the same database."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = make_engine(url)
+        self._conn = self._engine.connect()
+        self._n = 0
+
+    def one(self) -> float:
+        self._n += 1
+        start = time.perf_counter()
+        self._conn.execute(
+            text("INSERT INTO command_event (command_id, status, ts) VALUES (:c, 'sent', :t)"),
+            {"c": f"bench-{self._n}", "t": now_ms()},
+        )
+        self._conn.commit()
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self._conn.execute(text("DELETE FROM command_event WHERE command_id LIKE 'bench-%'"))
+        self._conn.commit()
+        self._conn.close()
+        self._engine.dispose()
+
+
+def interleaved(
+    raw: RawSide, api: ApiSide, commit: CommitSide, ids: list[str], count: int, stages: dict[str, list[float]]
+) -> tuple[list[float], list[float], list[float]]:
+    """One raw round trip, one commit and one API round trip in turn, `count` times: a slower moment of the machine
+    weighs on the three alike, so the API is judged against the baseline measured beside it. The pause after each
+    API round trip outlasts the service's work that follows it (acks, the live-event relay's 50 ms batches): the
+    baselines are measured with the service as quiet as when they ran on their own."""
+    raws, apis, commits = [], [], []
+    for n in range(count):
+        unit = ids[n % len(ids)]
+        raws.append(raw.one(unit))
+        time.sleep(0.01)
+        commits.append(commit.one())
+        time.sleep(0.01)
+        apis.append(api.one(unit, stages))
+        time.sleep(0.08)
+    return raws, apis, commits
 
 
 def main() -> int:
@@ -263,13 +295,14 @@ def main() -> int:
                         raise SystemExit(f"units did not come online\n{sim.tail()}")
                     time.sleep(0.2)
             warm = max(10, args.commands // 10)
-            raw_round_trips(mqtt_port, ids, warm)
-            raw = raw_round_trips(mqtt_port, ids, args.commands)
-            token = operator_token(base)
-            api_round_trips(base, token, ids, warm)
+            sides = (RawSide(mqtt_port, ids), ApiSide(base, operator_token(base)), CommitSide(url))
             stages: dict[str, list[float]] = defaultdict(list)
-            via_api = api_round_trips(base, token, ids, args.commands, stages)
-            commits = commit_times(url, 200)
+            try:
+                interleaved(*sides, ids, warm, defaultdict(list))
+                raw, via_api, commits = interleaved(*sides, ids, args.commands, stages)
+            finally:
+                for side in sides:
+                    side.close()
         finally:
             if sim is not None:
                 sim.stop()
