@@ -22,7 +22,7 @@ from fleet_service.db.core import table_of
 from fleet_service.db.on_loop import LoopDatabase, LoopStatement
 from protocol.ids import now_ms
 
-__all__ = ["AUDITED_METHODS", "AuditMiddleware", "record", "record_on_loop"]
+__all__ = ["AUDITED_METHODS", "AuditMiddleware", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ def _row(
 
 
 _INSERT = insert(table_of(AuditEntry))  # built once: building a statement per call costs more CPU than sending it
-_COLUMNS = ["ts", "actor", "role", "method", "route", "path", "target", "status", "source_ip"]  # those of _row
-_LOOP_INSERT = LoopStatement(_INSERT, _COLUMNS)
+# Every column but the id: a column `_row` does not fill fails loudly (a missing parameter), never silently.
+_LOOP_INSERT = LoopStatement(_INSERT, [c.name for c in table_of(AuditEntry).columns if not c.primary_key])
 
 
 def _target(state: dict[str, Any], params: dict[str, Any]) -> str:

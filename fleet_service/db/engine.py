@@ -40,8 +40,8 @@ def make_engine(url: str) -> Engine:
     # the GIL) on every request. A connection is pinged only after it sat idle in the pool; a dead one that
     # was in use moments ago fails its statement, which invalidates the pool (see once_more_on_disconnect).
     engine = create_engine(url, pool_size=10, max_overflow=10, pool_recycle=1800)
-    event.listen(engine, "checkin", note_checkin)
-    event.listen(engine, "checkout", idle_pinger(engine))
+    event.listen(engine, "checkin", _note_checkin)
+    event.listen(engine, "checkout", _idle_pinger(engine))
     return engine
 
 
@@ -55,11 +55,11 @@ def _create_private(path: Path) -> None:
         pass
 
 
-def note_checkin(_dbapi_conn, record) -> None:
+def _note_checkin(_dbapi_conn, record) -> None:
     record.info["checked_in"] = time.monotonic()
 
 
-def idle_pinger(engine: Engine) -> Callable[..., None]:
+def _idle_pinger(engine: Engine) -> Callable[..., None]:
     """A checkout hook that pings a connection idle for a while; a dead one is replaced (the pool retries)."""
     dialect = engine.dialect
 

@@ -59,12 +59,12 @@ class LoopDatabase:
         self._slots = asyncio.Semaphore(size)
 
     @classmethod
-    def beside(cls, engine: Engine) -> LoopDatabase | None:
+    def beside(cls, engine: Engine, size: int = POOL_SIZE) -> LoopDatabase | None:
         """One on the same database as the service's (synchronous) engine; None on SQLite."""
         if engine.dialect.name != "postgresql":
             return None
         url = engine.url.set(drivername="postgresql")
-        return cls(url.render_as_string(hide_password=False))
+        return cls(url.render_as_string(hide_password=False), size)
 
     async def run(self, statement: LoopStatement, params: Mapping[str, Any]) -> Outcome:
         """Run one statement, committed on its own. On a connection found dead (a restarted server) it runs once

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from fleet_service.auth.audit import record_on_loop
 from fleet_service.auth.credentials import Authenticator, create_token, revoke_token
 from fleet_service.commands.dispatch import build
 from fleet_service.commands.writes import mark_sent_on_loop, store_for_unit_on_loop
@@ -107,8 +108,7 @@ def test_a_connection_idle_in_the_pool_is_checked_before_use(pg, monkeypatch, ca
 
 def test_concurrent_statements_stay_within_the_pool_and_a_cancelled_one_leaves_no_busy_connection(pg):
     engine, _ = pg
-    loop_db = LoopDatabase.beside(engine)
-    loop_db._slots = asyncio.Semaphore(3)
+    loop_db = LoopDatabase.beside(engine, size=3)
     sleep = LoopStatement(text("SELECT pg_sleep(:s)"))
 
     async def scenario():
@@ -153,3 +153,26 @@ def test_a_token_is_checked_on_the_loop_and_a_revoked_one_is_refused_at_once(pg)
     assert (first.kind, first.name, first.role) == ("token", "ci", "operator")
     assert wrong is None and after is None
     assert (bootstrap.kind, bootstrap.role) == ("bootstrap", "admin")
+
+
+def test_an_audit_row_written_on_the_loop_holds_every_field(pg):
+    engine, loop_db = pg
+    fields = {
+        "actor": "token:ci",
+        "role": "operator",
+        "method": "POST",
+        "route": "/api/devices/{device_id}/commands",
+        "path": "/api/devices/u1/commands",
+        "target": "u1",
+        "status": 202,
+        "source_ip": "10.0.0.7",
+    }
+
+    async def scenario():
+        await record_on_loop(loop_db, **fields)
+        await loop_db.dispose()
+
+    asyncio.run(scenario())
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM audit_entry")).mappings().one()
+    assert {key: row[key] for key in fields} == fields and row["ts"] > 0
